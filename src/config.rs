@@ -1,0 +1,265 @@
+//! Settings: defaults, then an optional TOML file, then `FILESYNC_*` environment variables
+//! (nested keys joined by `__`, e.g. `FILESYNC_SERVER__LISTEN=0.0.0.0:8080`), then flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub auth: AuthSettings,
+    pub uploads: UploadSettings,
+    pub graphql: GraphqlSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Base URL clients reach the server at, used in signed blob URLs. Defaults to
+    /// `http://<listen address>`; set it when the server runs behind a proxy.
+    pub public_url: Option<String>,
+    /// Largest accepted HTTP request body on `/graphql` (inline uploads included).
+    pub max_request_bytes: u64,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Serve GraphiQL at `/graphiql`.
+    pub graphiql: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            public_url: None,
+            max_request_bytes: 16 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            graphiql: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite + a local folder, in `data_dir`.
+    Embedded,
+    /// S3 + DynamoDB + DynamoDB Streams.
+    Aws,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub backend: Backend,
+    /// Where the embedded backend keeps its database, blobs and signing key.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Embedded,
+            data_dir: PathBuf::from("filesync-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret for bearer tokens. When unset, the embedded backend generates one
+    /// and keeps it in `<data_dir>/jwt-secret`.
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of tokens minted by `filesync token` when `--ttl` is not given.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Clock skew tolerated on `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl: Duration::from_secs(24 * 3600),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSettings {
+    /// How long an upload URL stays valid.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// How long a pending upload may wait for its commit before it is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+    /// How often the sweeper looks for expired pending uploads.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Largest file accepted, in bytes.
+    pub max_file_size: u64,
+    /// Largest file accepted inline through the GraphQL multipart `uploadFile`.
+    pub inline_max_bytes: u64,
+    /// How long download URLs stay valid.
+    #[serde(with = "humantime_serde")]
+    pub download_ttl: Duration,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            url_ttl: Duration::from_secs(3600),
+            pending_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Duration::from_secs(60),
+            max_file_size: 64 * 1024 * 1024 * 1024,
+            inline_max_bytes: 8 * 1024 * 1024,
+            download_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlSettings {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    /// Largest `first` / `limit` a client may ask for.
+    pub max_page_size: usize,
+    /// Page size when the client does not say.
+    pub default_page_size: usize,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 2000,
+            max_page_size: 1000,
+            default_page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// A secret that never shows up in logs or `Debug` output.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (if any), then the `FILESYNC_*` environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} not found", file.display());
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("FILESYNC_").split("__"));
+        figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+
+    /// The base URL of signed blob URLs for a server bound to `addr`.
+    pub fn public_url(&self, addr: SocketAddr) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{addr}"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return its large error
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "f.toml",
+                "[server]\nlisten = \"0.0.0.0:9000\"\n[uploads]\npending_ttl = \"2h\"\n",
+            )?;
+            jail.set_env("FILESYNC_UPLOADS__URL_TTL", "5m");
+            jail.set_env("FILESYNC_AUTH__JWT_SECRET", "hunter2");
+            let s = Settings::load(Some(Path::new("f.toml"))).expect("loads");
+            assert_eq!(s.server.listen.port(), 9000);
+            assert_eq!(s.uploads.pending_ttl, Duration::from_secs(7200));
+            assert_eq!(s.uploads.url_ttl, Duration::from_secs(300));
+            assert_eq!(s.storage.data_dir, PathBuf::from("filesync-data"));
+            assert!(
+                !format!("{s:?}").contains("hunter2"),
+                "secrets are redacted"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "[server]\nlisen = \"0.0.0.0:9000\"\n")?;
+            let err = Settings::load(Some(Path::new("f.toml"))).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+}

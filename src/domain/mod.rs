@@ -1,0 +1,40 @@
+//! The vocabulary of Filesync: identifiers, names, files, versions, changes and cursors.
+//!
+//! Everything here is plain data with its validation ("parse, don't validate"): a value of
+//! one of these types is known to be well-formed. No I/O happens in this module.
+
+mod cursor;
+mod file;
+mod ids;
+mod name;
+mod role;
+mod upload;
+
+pub use cursor::{Cursor, CursorError};
+pub use file::{
+    ChangeKind, Content, FileRecord, Metadata, MetadataEntry, Sha256, Size, VersionRecord,
+    VersionState,
+};
+pub use ids::{FileId, SpaceId, UploadId, UserId};
+pub use name::{FileName, SpaceName};
+pub use role::Role;
+pub use upload::{PendingUpload, UploadState};
+
+/// A domain value that failed validation; the message is safe to show to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl Invalid {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's clock unit.
+pub type Millis = i64;
+
+/// The wall clock as [`Millis`].
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

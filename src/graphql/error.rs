@@ -1,0 +1,48 @@
+//! Errors mapped once, at the edge: every client-facing error carries a stable
+//! `extensions.code`; internal causes are logged with the request id and never sent.
+
+use async_graphql::{Error as GqlError, ErrorExtensions};
+
+use crate::auth::AuthError;
+use crate::sync::Error;
+
+/// Turns a use-case result into a GraphQL result with its code.
+pub trait IntoGql<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> IntoGql<T> for Result<T, Error> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(to_gql)
+    }
+}
+
+pub fn to_gql(e: Error) -> GqlError {
+    let code = e.code();
+    match e {
+        Error::Internal(cause) => {
+            tracing::error!(error = ?cause, "internal error");
+            GqlError::new("internal error").extend_with(|_, ext| ext.set("code", code))
+        }
+        Error::Conflict {
+            ref message,
+            current_version,
+            file_id,
+        } => GqlError::new(message.clone()).extend_with(|_, ext| {
+            ext.set("code", code);
+            ext.set("currentVersion", current_version);
+            if let Some(id) = file_id {
+                ext.set("fileId", id.to_string());
+            }
+        }),
+        other => GqlError::new(other.to_string()).extend_with(|_, ext| ext.set("code", code)),
+    }
+}
+
+pub fn unauthenticated(e: &AuthError) -> GqlError {
+    GqlError::new(e.to_string()).extend_with(|_, ext| ext.set("code", "UNAUTHENTICATED"))
+}
+
+pub fn bad_input(message: impl Into<String>) -> GqlError {
+    to_gql(Error::BadInput(message.into()))
+}

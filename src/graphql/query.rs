@@ -1,0 +1,135 @@
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, ID, Object};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::error::{IntoGql, bad_input};
+use super::scalars::Cursor;
+use super::types::{ChangePage, File, FileVersion, Space, User};
+use super::{parse_id, service, viewer};
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The authenticated caller.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        Ok(User {
+            id: viewer(ctx)?.clone(),
+        })
+    }
+
+    /// The spaces the caller belongs to.
+    async fn spaces(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Space>> {
+        let spaces = service(ctx).spaces(viewer(ctx)?).await.gql()?;
+        Ok(spaces
+            .into_iter()
+            .map(|(space, role)| Space {
+                space,
+                role: Some(role),
+            })
+            .collect())
+    }
+
+    /// A space the caller belongs to; null otherwise.
+    async fn space(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Space>> {
+        let found = service(ctx)
+            .space(viewer(ctx)?, parse_id(&id)?)
+            .await
+            .gql()?;
+        Ok(found.map(|(space, role)| Space {
+            space,
+            role: Some(role),
+        }))
+    }
+
+    /// The latest committed version of a file, or version `version`; null when there is
+    /// no such file (or version) the caller may see.
+    async fn file(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        version: Option<i32>,
+    ) -> async_graphql::Result<Option<File>> {
+        let file = service(ctx)
+            .file(viewer(ctx)?, parse_id(&id)?, version)
+            .await
+            .gql()?;
+        Ok(file.map(File))
+    }
+
+    /// Live files of a space ordered by name, optionally under a name prefix.
+    async fn files(
+        &self,
+        ctx: &Context<'_>,
+        space_id: ID,
+        prefix: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, File>> {
+        let after_name = after.as_deref().map(decode_name_cursor).transpose()?;
+        let page = service(ctx)
+            .files(
+                viewer(ctx)?,
+                parse_id(&space_id)?,
+                prefix.as_deref(),
+                first,
+                after_name.as_deref(),
+            )
+            .await
+            .gql()?;
+        let mut connection = Connection::new(after.is_some(), page.has_next);
+        connection.edges.extend(
+            page.files
+                .into_iter()
+                .map(|f| Edge::new(URL_SAFE_NO_PAD.encode(f.name.as_str()), File(f))),
+        );
+        Ok(connection)
+    }
+
+    /// Every committed version of a file, oldest first.
+    async fn file_versions(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Vec<FileVersion>> {
+        let versions = service(ctx)
+            .file_versions(viewer(ctx)?, parse_id(&id)?)
+            .await
+            .gql()?;
+        Ok(versions.into_iter().map(FileVersion).collect())
+    }
+
+    /// Incremental sync: every file changed after `since` (all files when omitted), each
+    /// once in its latest state, tombstones included, in change order.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+        space_id: ID,
+        since: Option<Cursor>,
+        limit: Option<i32>,
+    ) -> async_graphql::Result<ChangePage> {
+        let page = service(ctx)
+            .changes(
+                viewer(ctx)?,
+                parse_id(&space_id)?,
+                since.as_ref().map(|c| c.0.as_str()),
+                limit,
+            )
+            .await
+            .gql()?;
+        Ok(ChangePage {
+            files: page.files.into_iter().map(File).collect(),
+            next_cursor: page.next_cursor.into(),
+            has_more: page.has_more,
+        })
+    }
+}
+
+fn decode_name_cursor(after: &str) -> async_graphql::Result<String> {
+    URL_SAFE_NO_PAD
+        .decode(after)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .ok_or_else(|| bad_input("malformed `after` cursor"))
+}

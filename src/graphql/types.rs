@@ -1,0 +1,365 @@
+//! GraphQL object, input and enum types, as thin views over domain records.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::error::IntoGql;
+use super::scalars::{Cursor, Size};
+use super::{service, viewer};
+use crate::domain::{self, FileRecord, Millis, VersionRecord};
+use crate::storage;
+use crate::sync;
+
+pub fn datetime(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Role {
+    Owner,
+    Editor,
+    Viewer,
+}
+
+impl From<domain::Role> for Role {
+    fn from(r: domain::Role) -> Self {
+        match r {
+            domain::Role::Owner => Role::Owner,
+            domain::Role::Editor => Role::Editor,
+            domain::Role::Viewer => Role::Viewer,
+        }
+    }
+}
+
+impl From<Role> for domain::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Owner => domain::Role::Owner,
+            Role::Editor => domain::Role::Editor,
+            Role::Viewer => domain::Role::Viewer,
+        }
+    }
+}
+
+/// What a change did. `READY` is a subscription marker: replay is done and the live
+/// listener is attached.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChangeKind {
+    Ready,
+    Created,
+    Updated,
+    Deleted,
+    Restored,
+}
+
+impl From<domain::ChangeKind> for ChangeKind {
+    fn from(k: domain::ChangeKind) -> Self {
+        match k {
+            domain::ChangeKind::Created => ChangeKind::Created,
+            domain::ChangeKind::Updated => ChangeKind::Updated,
+            domain::ChangeKind::Deleted => ChangeKind::Deleted,
+            domain::ChangeKind::Restored => ChangeKind::Restored,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum VersionState {
+    Pending,
+    Committed,
+    Abandoned,
+}
+
+/// The authenticated caller.
+pub struct User {
+    pub id: domain::UserId,
+}
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Member {
+    pub user_id: ID,
+    pub role: Role,
+}
+
+/// A shared collection of files.
+pub struct Space {
+    pub space: storage::Space,
+    pub role: Option<domain::Role>,
+}
+
+#[Object]
+impl Space {
+    async fn id(&self) -> ID {
+        ID(self.space.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        self.space.name.as_str()
+    }
+
+    /// The caller's role in this space.
+    async fn role(&self) -> Option<Role> {
+        self.role.map(Role::from)
+    }
+
+    async fn created_by(&self) -> ID {
+        ID(self.space.created_by.to_string())
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.space.created_at)
+    }
+
+    /// The cursor of the space's latest change: `changes(since: headCursor)` is empty now.
+    async fn head_cursor(&self) -> Cursor {
+        domain::Cursor::new(self.space.id, self.space.seq).into()
+    }
+
+    async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
+        let members = service(ctx)
+            .members(viewer(ctx)?, self.space.id)
+            .await
+            .gql()?;
+        Ok(members
+            .into_iter()
+            .map(|m| Member {
+                user_id: ID(m.user.to_string()),
+                role: m.role.into(),
+            })
+            .collect())
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct MetadataEntry {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(InputObject, Clone)]
+pub struct MetadataEntryInput {
+    pub key: String,
+    pub value: String,
+}
+
+fn metadata(m: &domain::Metadata) -> Vec<MetadataEntry> {
+    m.entries()
+        .iter()
+        .map(|e| MetadataEntry {
+            key: e.key.clone(),
+            value: e.value.clone(),
+        })
+        .collect()
+}
+
+pub fn metadata_input(
+    entries: Option<Vec<MetadataEntryInput>>,
+) -> Option<Vec<domain::MetadataEntry>> {
+    entries.map(|entries| {
+        entries
+            .into_iter()
+            .map(|e| domain::MetadataEntry {
+                key: e.key,
+                value: e.value,
+            })
+            .collect()
+    })
+}
+
+/// A file at its latest committed version, or at the version asked for.
+pub struct File(pub FileRecord);
+
+#[Object]
+impl File {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn space_id(&self) -> ID {
+        ID(self.0.space_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        self.0.name.as_str()
+    }
+    async fn version(&self) -> u32 {
+        self.0.version
+    }
+    async fn size(&self) -> Size {
+        Size(self.0.content.size)
+    }
+    /// Hex SHA-256 of the content.
+    async fn sha256(&self) -> String {
+        self.0.content.sha256.to_hex()
+    }
+    async fn content_type(&self) -> Option<&str> {
+        self.0.content.content_type.as_deref()
+    }
+    /// The user who inserted the file.
+    async fn creator(&self) -> ID {
+        ID(self.0.creator.to_string())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.created_at)
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        datetime(self.0.updated_at)
+    }
+    async fn deleted(&self) -> bool {
+        self.0.deleted
+    }
+    /// The cursor of this file's last change.
+    async fn cursor(&self) -> Cursor {
+        domain::Cursor::new(self.0.space_id, self.0.seq).into()
+    }
+    /// A short-lived URL to GET the content; null for tombstones.
+    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        service(ctx).download_url(&self.0).await.gql()
+    }
+    async fn metadata(&self) -> Vec<MetadataEntry> {
+        metadata(&self.0.metadata)
+    }
+}
+
+/// One immutable version in a file's history.
+pub struct FileVersion(pub VersionRecord);
+
+#[Object]
+impl FileVersion {
+    async fn file_id(&self) -> ID {
+        ID(self.0.file_id.to_string())
+    }
+    async fn version(&self) -> u32 {
+        self.0.number
+    }
+    async fn kind(&self) -> ChangeKind {
+        self.0.kind.into()
+    }
+    /// Only committed versions are ever listed.
+    async fn state(&self) -> VersionState {
+        VersionState::Committed
+    }
+    async fn name(&self) -> &str {
+        self.0.name.as_str()
+    }
+    async fn size(&self) -> Size {
+        Size(self.0.content.size)
+    }
+    async fn sha256(&self) -> String {
+        self.0.content.sha256.to_hex()
+    }
+    async fn content_type(&self) -> Option<&str> {
+        self.0.content.content_type.as_deref()
+    }
+    async fn author(&self) -> ID {
+        ID(self.0.author.to_string())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.0.at)
+    }
+    async fn deleted(&self) -> bool {
+        self.0.deleted
+    }
+    async fn cursor(&self) -> Cursor {
+        domain::Cursor::new(self.0.space_id, self.0.seq).into()
+    }
+    async fn metadata(&self) -> Vec<MetadataEntry> {
+        metadata(&self.0.metadata)
+    }
+    async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        if self.0.deleted {
+            return Ok(None);
+        }
+        service(ctx)
+            .content_url(&self.0.content)
+            .await
+            .map(Some)
+            .gql()
+    }
+}
+
+/// One page of incremental sync.
+#[derive(SimpleObject)]
+pub struct ChangePage {
+    /// Changed files, each once in its latest state (tombstones included), in seq order.
+    pub files: Vec<File>,
+    /// Pass as `since` to get what changed after this page.
+    pub next_cursor: Cursor,
+    pub has_more: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct HttpField {
+    pub name: String,
+    pub value: String,
+}
+
+/// How to send the bytes of an upload, and how to commit it.
+#[derive(SimpleObject)]
+pub struct UploadTicket {
+    pub upload_id: ID,
+    /// Secret proving a commit or cancel comes from the uploader.
+    pub upload_token: String,
+    pub file_id: ID,
+    /// The version this upload becomes when committed.
+    pub version: u32,
+    pub url: String,
+    /// `PUT` or `POST`.
+    pub method: String,
+    /// Headers the request must carry exactly.
+    pub headers: Vec<HttpField>,
+    /// Form fields of a presigned POST (empty for PUT).
+    pub form_fields: Vec<HttpField>,
+    /// When `url` stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<sync::UploadTicket> for UploadTicket {
+    fn from(t: sync::UploadTicket) -> Self {
+        let fields = |v: Vec<(String, String)>| {
+            v.into_iter()
+                .map(|(name, value)| HttpField { name, value })
+                .collect()
+        };
+        Self {
+            upload_id: ID(t.upload_id.to_string()),
+            upload_token: t.upload_token,
+            file_id: ID(t.file_id.to_string()),
+            version: t.version,
+            url: t.request.url,
+            method: t.request.method.to_owned(),
+            headers: fields(t.request.headers),
+            form_fields: fields(t.request.form_fields),
+            expires_at: datetime(t.expires_at),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct BeginUploadInput {
+    pub space_id: ID,
+    /// Set to upload a new version of an existing file; omit to create a file.
+    pub file_id: Option<ID>,
+    pub name: String,
+    pub size: Size,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub content_type: Option<String>,
+    /// The version this upload replaces; defaults to the current one.
+    pub base_version: Option<i32>,
+    /// Replaces the metadata; omit to keep the current metadata.
+    pub metadata: Option<Vec<MetadataEntryInput>>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateFileInput {
+    /// New name (a rename); omit to keep it.
+    pub name: Option<String>,
+    /// Replaces the metadata; omit to keep it.
+    pub metadata: Option<Vec<MetadataEntryInput>>,
+}

@@ -1,0 +1,214 @@
+//! The embedded backend's stand-in for S3 presigned URLs: `PUT /blob/{space}/{upload}`
+//! receives an upload's bytes (streamed to disk, never held whole in memory) and
+//! `GET /blob/{space}/{upload}` serves content, honouring `Range`. Every URL is
+//! HMAC-signed and expires.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::errors::error_response;
+use crate::domain::{SpaceId, UploadId, now_millis};
+use crate::storage::RangeRequest;
+use crate::storage::url_signing::SignatureError;
+use crate::sync::Error;
+
+#[derive(Deserialize)]
+pub(super) struct Signed {
+    expires: i64,
+    sig: String,
+    /// The content type a download is served with (signed).
+    ct: Option<String>,
+}
+
+pub(super) async fn put_blob(
+    State(state): State<AppState>,
+    Path((space, upload)): Path<(String, String)>,
+    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some((_, upload_id)) = parse_key(&space, &upload) else {
+        return Error::NotFound("upload").into_response();
+    };
+    let path = format!("/blob/{space}/{upload}");
+    if let Some(refusal) = refuse_unsigned(&state, "PUT", &path, query, "") {
+        return refusal;
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    match state
+        .service
+        .receive_upload(upload_id, content_type, body)
+        .await
+    {
+        Err(e) => e.into_response(),
+        Ok(received) => match received.commit {
+            Ok(file) => Json(json!({
+                "uploadId": received.upload_id.to_string(),
+                "committed": true,
+                "fileId": file.id.to_string(),
+                "version": file.version,
+            }))
+            .into_response(),
+            // The bytes are stored; the commit (the storage event) was refused. The upload
+            // stays pending: `commitUpload` reports the same error until it is resolved.
+            Err(e) => e.into_response(),
+        },
+    }
+}
+
+pub(super) async fn get_blob(
+    State(state): State<AppState>,
+    Path((space, upload)): Path<(String, String)>,
+    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if parse_key(&space, &upload).is_none() {
+        return Error::NotFound("content").into_response();
+    }
+    let path = format!("/blob/{space}/{upload}");
+    let content_type = match &query {
+        Ok(Query(q)) => q.ct.clone(),
+        Err(_) => None,
+    };
+    let signed_type = content_type.as_deref().unwrap_or("");
+    if let Some(refusal) = refuse_unsigned(&state, "GET", &path, query, signed_type) {
+        return refusal;
+    }
+    // An unparsable or multi-range header is ignored, as RFC 9110 allows.
+    let range = headers.get(RANGE).and_then(parse_range);
+    let key = format!("{space}/{upload}");
+    let read = match state.service.storage().blobs.get(&key, range).await {
+        Ok(Some(read)) => read,
+        Ok(None) => return Error::NotFound("content").into_response(),
+        Err(crate::storage::BlobError::RangeNotSatisfiable { total_size }) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(CONTENT_RANGE, format!("bytes */{total_size}"))],
+            )
+                .into_response();
+        }
+        Err(e) => return Error::from(e).into_response(),
+    };
+    let content_type = content_type
+        .as_deref()
+        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let mut response = Response::new(Body::from_stream(read.stream));
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, content_type);
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=60"),
+    );
+    // User content must never run as this origin's script.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    match read.range {
+        Some(r) => {
+            h.insert(CONTENT_LENGTH, (r.last - r.first + 1).into());
+            h.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{}", r.first, r.last, read.total_size))
+                    .expect("digits are a valid header"),
+            );
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        None => {
+            h.insert(CONTENT_LENGTH, read.total_size.into());
+        }
+    }
+    response
+}
+
+fn parse_key(space: &str, upload: &str) -> Option<(SpaceId, UploadId)> {
+    Some((space.parse().ok()?, upload.parse().ok()?))
+}
+
+/// The refusal for a URL whose signature is missing, invalid or expired.
+fn refuse_unsigned(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    extra: &str,
+) -> Option<Response> {
+    let Ok(Query(signed)) = query else {
+        return Some(error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "the URL is not signed",
+        ));
+    };
+    state
+        .url_signer
+        .verify(
+            method,
+            path,
+            signed.expires,
+            extra,
+            &signed.sig,
+            now_millis(),
+        )
+        .err()
+        .map(|e| match e {
+            SignatureError::Expired => error_response(
+                StatusCode::FORBIDDEN,
+                "UPLOAD_EXPIRED",
+                "the URL has expired",
+            ),
+            SignatureError::Invalid => error_response(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "the URL's signature is invalid",
+            ),
+        })
+}
+
+/// A single `bytes=` range; `None` for anything else.
+fn parse_range(value: &HeaderValue) -> Option<RangeRequest> {
+    let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    match (first.is_empty(), last.is_empty()) {
+        (true, false) => Some(RangeRequest::Last(last.parse().ok()?)),
+        (false, true) => Some(RangeRequest::From(first.parse().ok()?)),
+        (false, false) => Some(RangeRequest::Span(first.parse().ok()?, last.parse().ok()?)),
+        (true, true) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse() {
+        let r = |s: &str| parse_range(&HeaderValue::from_str(s).unwrap());
+        assert_eq!(r("bytes=0-9"), Some(RangeRequest::Span(0, 9)));
+        assert_eq!(r("bytes=5-"), Some(RangeRequest::From(5)));
+        assert_eq!(r("bytes=-3"), Some(RangeRequest::Last(3)));
+        assert_eq!(r("bytes=0-1,4-5"), None);
+        assert_eq!(r("items=0-1"), None);
+        assert_eq!(r("bytes=x-1"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! `POST /graphql` (and `GET` for queries), GraphiQL.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{ErrorExtensionValues, ParseRequestError, Value};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, rejection::GraphQLRejection};
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::AppState;
+use super::errors::error_response;
+use crate::graphql::Viewer;
+
+pub(super) async fn graphql_handler(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let request = match request {
+        Ok(request) => request.into_inner(),
+        Err(rejection) => return rejected(rejection.0, state.max_request_bytes),
+    };
+    if method == Method::GET && is_mutation(&request) {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_INPUT",
+            "mutations must be sent with POST",
+        );
+    }
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let viewer = Viewer(state.auth.verify_header(header));
+    let mut response = state.schema.execute(request.data(viewer)).await;
+    // Errors raised by GraphQL itself (syntax, validation, wrong argument types, depth and
+    // complexity limits) carry no code: they are all the client's to fix.
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", Value::from("BAD_INPUT"));
+        }
+    }
+    GraphQLResponse::from(response).into_response()
+}
+
+/// A body that is not a GraphQL request at all.
+fn rejected(error: ParseRequestError, max_bytes: u64) -> Response {
+    match error {
+        ParseRequestError::PayloadTooLarge => too_large(max_bytes),
+        ParseRequestError::Io(e) if is_length_limit(&e) => too_large(max_bytes),
+        other => error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_INPUT",
+            &format!("not a GraphQL request: {other}"),
+        ),
+    }
+}
+
+fn too_large(max_bytes: u64) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        &format!("the request body is larger than {max_bytes} bytes"),
+    )
+}
+
+fn is_length_limit(e: &std::io::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Whether the operation the request would run is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false; // execution reports the syntax error
+    };
+    let is_mut =
+        |op: &async_graphql::parser::types::OperationDefinition| op.ty == OperationType::Mutation;
+    match &doc.operations {
+        DocumentOperations::Single(op) => is_mut(&op.node),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops.get(name.as_str()).is_some_and(|op| is_mut(&op.node)),
+            None => ops.values().any(|op| is_mut(&op.node)),
+        },
+    }
+}
+
+pub(super) async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}

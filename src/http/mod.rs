@@ -1,0 +1,103 @@
+//! HTTP: the router, the GraphQL endpoint, the embedded backend's blob endpoint, health,
+//! metrics and the layers every request passes through.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue};
+use axum::routing::{get, put};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Authenticator;
+use crate::graphql::FilesyncSchema;
+use crate::storage::url_signing::UrlSigner;
+use crate::sync::SyncService;
+
+mod blob;
+mod errors;
+mod graphql;
+mod health;
+pub mod metrics;
+
+pub use errors::status_of;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: SyncService,
+    pub schema: FilesyncSchema,
+    pub auth: Authenticator,
+    pub url_signer: UrlSigner,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Set once shutdown begins: `/readyz` then fails so load balancers drain us.
+    pub draining: Arc<AtomicBool>,
+    pub max_request_bytes: u64,
+}
+
+pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut router = Router::new()
+        .route(
+            "/graphql",
+            get(graphql::graphql_handler)
+                .post(graphql::graphql_handler)
+                .layer(body_limit),
+        )
+        .route(
+            "/blob/{space}/{upload}",
+            put(blob::put_blob).get(blob::get_blob),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render));
+    if graphiql {
+        router = router.route("/graphiql", get(graphql::graphiql));
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", |p| p.as_str());
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+                })
+                .on_request(())
+                .on_response(
+                    |res: &axum::response::Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = res.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "response"
+                        );
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("referrer-policy"),
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,131 @@
+//! The `filesync` command: parse the command line, set up logging, load settings, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use filesync::auth::{self, Authenticator};
+use filesync::config::Settings;
+use filesync::domain::UserId;
+use filesync::startup::{App, shutdown_signal};
+
+#[derive(Parser)]
+#[command(
+    name = "filesync",
+    version,
+    about = "A self-hostable GraphQL server for file sync"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded backend in ./filesync-data on 127.0.0.1:8080 by default).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory of the embedded backend.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a bearer token for a user, signed with the server's key.
+    Token {
+        /// The user id (the token's subject).
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid, e.g. 1h, 30d (default: auth.token_ttl, 24h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the GraphQL schema (SDL).
+    PrintSchema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir),
+        Command::Token {
+            user,
+            ttl,
+            config,
+            data_dir,
+        } => token(&user, ttl, config, data_dir),
+        Command::PrintSchema => {
+            print!("{}", filesync::graphql::sdl());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(config.as_deref())?;
+    if let Some(listen) = listen {
+        settings.server.listen = listen;
+    }
+    if let Some(dir) = data_dir {
+        settings.storage.data_dir = dir;
+    }
+    Ok(settings)
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = settings(config, listen, data_dir)?;
+    filesync::telemetry::init(&settings.log);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app = App::build(settings).await?;
+        tracing::info!(address = %app.local_addr(), "filesync listening");
+        // Scripts (and the benchmark) read the bound address from this line.
+        println!("listening on http://{}", app.local_addr());
+        app.run_until_stopped(shutdown_signal()).await
+    })
+}
+
+fn token(
+    user: &str,
+    ttl: Option<Duration>,
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = settings(config, None, data_dir)?;
+    let user = UserId::parse(user)?;
+    let secret = auth::server_secret(&settings)?;
+    let auth = Authenticator::new(&secret, settings.auth.leeway);
+    println!(
+        "{}",
+        auth.issue(&user, ttl.unwrap_or(settings.auth.token_ttl))?
+    );
+    Ok(())
+}

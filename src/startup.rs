@@ -1,0 +1,140 @@
+//! Builds the application from settings and runs it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::auth::{self, Authenticator};
+use crate::config::Settings;
+use crate::graphql;
+use crate::http::{self, AppState, metrics::Metrics};
+use crate::storage::{self, OpenContext, url_signing::UrlSigner};
+use crate::sync::{Limits, SyncService};
+
+/// A bound, ready-to-run server.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: axum::Router,
+    service: SyncService,
+    settings: Settings,
+    draining: Arc<AtomicBool>,
+}
+
+impl App {
+    /// Binds the listener (port 0 picks a free one), opens storage and wires everything.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let addr = listener.local_addr()?;
+        let secret = auth::server_secret(&settings)?;
+        let url_signer = UrlSigner::derive(&secret);
+        let storage = storage::open(
+            &settings.storage,
+            OpenContext {
+                public_url: settings.public_url(addr),
+                url_signer: url_signer.clone(),
+            },
+        )
+        .await?;
+        let service = SyncService::new(storage, Limits::from_settings(&settings));
+        let draining = Arc::new(AtomicBool::new(false));
+        let state = AppState {
+            schema: graphql::build_schema(service.clone(), &settings.graphql),
+            service: service.clone(),
+            auth: Authenticator::new(&secret, settings.auth.leeway),
+            url_signer,
+            metrics: Arc::new(Metrics::default()),
+            draining: draining.clone(),
+            max_request_bytes: settings.server.max_request_bytes,
+        };
+        let body_limit = usize::try_from(settings.server.max_request_bytes).unwrap_or(usize::MAX);
+        let router = http::router(
+            state,
+            settings.server.graphiql,
+            RequestBodyLimitLayer::new(body_limit),
+        );
+        Ok(Self {
+            listener,
+            addr,
+            router,
+            service,
+            settings,
+            draining,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
+    /// finish (up to `server.shutdown_grace`) and stops the background tasks.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let sweeper = tokio::spawn(
+            self.service
+                .clone()
+                .run_sweeper(self.settings.uploads.sweep_interval, stop.clone()),
+        );
+        let grace = self.settings.server.shutdown_grace;
+        let draining = self.draining.clone();
+        let signalled = CancellationToken::new();
+        let on_signal = signalled.clone();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: finishing in-flight requests");
+            on_signal.cancel();
+        });
+        let server = async move { server.await.context("server failed") };
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            _ = async { signalled.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("in-flight requests did not finish within {grace:?}; stopping");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        let _ = sweeper.await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,316 @@
+//! Content in a local folder. Objects are written to `tmp/`, fsynced, then renamed into
+//! `blobs/<key>`, so an object is either whole or absent. A small sidecar records the
+//! SHA-256 computed while streaming, tied to the object's inode so a stale sidecar is never
+//! trusted.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::fs::{self, File};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::domain::{Millis, Sha256};
+use crate::storage::url_signing::UrlSigner;
+use crate::storage::{
+    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget, RangeRequest,
+};
+
+pub struct LocalBlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    public_url: String,
+    signer: UrlSigner,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sidecar {
+    inode: u64,
+    size: u64,
+    sha256: String,
+}
+
+impl LocalBlobStore {
+    pub fn open(data_dir: &Path, public_url: String, signer: UrlSigner) -> anyhow::Result<Self> {
+        let blobs = data_dir.join("blobs");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&blobs).context("cannot create blob folder")?;
+        // Leftovers of interrupted uploads are garbage: no object was ever published there.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).context("cannot create temp folder")?;
+        Ok(Self {
+            blobs,
+            tmp,
+            public_url,
+            signer,
+        })
+    }
+
+    /// Keys are server-made (`<uuid>/<uuid>`); anything else is refused before it can
+    /// name a path.
+    fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let valid = !key.is_empty()
+            && key.len() <= 200
+            && key.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg.len() <= 64
+                    && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            });
+        if !valid {
+            return Err(BlobError::Other(anyhow::anyhow!(
+                "invalid blob key {key:?}"
+            )));
+        }
+        Ok(self.blobs.join(key))
+    }
+
+    fn sidecar_of(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".sha256");
+        PathBuf::from(name)
+    }
+
+    /// Path part of the signed URL of an object.
+    pub fn url_path(key: &str) -> String {
+        format!("/blob/{key}")
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn presign_put(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        let path = Self::url_path(target.key);
+        let expires = target.expires_at / 1000;
+        // The path names the upload, whose declared size, checksum and content type the
+        // server checks when the bytes arrive.
+        let sig = self.signer.sign("PUT", &path, expires, "");
+        let mut headers = Vec::new();
+        if let Some(ct) = target.content_type {
+            headers.push(("Content-Type".to_owned(), ct.to_owned()));
+        }
+        Ok(PresignedRequest {
+            url: format!("{}{path}?expires={expires}&sig={sig}", self.public_url),
+            method: "PUT",
+            headers,
+            form_fields: Vec::new(),
+        })
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_at: Millis,
+    ) -> Result<String, BlobError> {
+        let path = Self::url_path(key);
+        let expires = expires_at / 1000;
+        let ct = content_type.unwrap_or("");
+        let sig = self.signer.sign("GET", &path, expires, ct);
+        let mut url = format!("{}{path}?expires={expires}&sig={sig}", self.public_url);
+        if !ct.is_empty() {
+            url.push_str("&ct=");
+            url.push_str(&percent_encode(ct));
+        }
+        Ok(url)
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        limit: u64,
+    ) -> Result<BlobInfo, BlobError> {
+        let path = self.path_of(key)?;
+        let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let result = async {
+            let mut file = File::create(&tmp)
+                .await
+                .context("cannot create temp file")?;
+            let mut hasher = sha2::Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.context("the upload body was interrupted")?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(BlobError::TooLarge);
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .context("cannot write temp file")?;
+            }
+            file.sync_all().await.context("cannot fsync temp file")?;
+            drop(file);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .await
+                    .context("cannot create blob folder")?;
+            }
+            fs::rename(&tmp, &path)
+                .await
+                .context("cannot publish blob")?;
+            let sha256 = Sha256(hasher.finalize().into());
+            let inode = inode_of(&path).await?;
+            write_sidecar(
+                &path,
+                &Sidecar {
+                    inode,
+                    size,
+                    sha256: sha256.to_hex(),
+                },
+            )
+            .await?;
+            if let Some(parent) = path.parent() {
+                sync_dir(parent).await?;
+            }
+            Ok(BlobInfo {
+                size,
+                sha256: Some(sha256),
+            })
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        let path = self.path_of(key)?;
+        let meta = match fs::metadata(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot stat blob").into()),
+        };
+        let size = meta.len();
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        let sidecar = fs::read(Self::sidecar_of(&path))
+            .await
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<Sidecar>(&raw).ok())
+            .filter(|s| s.inode == inode && s.size == size)
+            .and_then(|s| Sha256::parse(&s.sha256).ok());
+        let sha256 = match sidecar {
+            Some(sha) => sha,
+            // Interrupted between rename and sidecar: hash the object itself.
+            None => hash_file(&path).await?,
+        };
+        Ok(Some(BlobInfo {
+            size,
+            sha256: Some(sha256),
+        }))
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<RangeRequest>,
+    ) -> Result<Option<BlobRead>, BlobError> {
+        let path = self.path_of(key)?;
+        let mut file = match File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot open blob").into()),
+        };
+        let total_size = file.metadata().await.context("cannot stat blob")?.len();
+        let range = match range {
+            Some(asked) => Some(
+                asked
+                    .resolve(total_size)
+                    .ok_or(BlobError::RangeNotSatisfiable { total_size })?,
+            ),
+            None => None,
+        };
+        let stream: ByteStream = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.first))
+                    .await
+                    .context("cannot seek blob")?;
+                Box::pin(ReaderStream::new(file.take(r.last - r.first + 1)))
+            }
+            None => Box::pin(ReaderStream::new(file)),
+        };
+        Ok(Some(BlobRead {
+            total_size,
+            range,
+            stream,
+        }))
+    }
+
+    async fn mark_committed(&self, key: &str) -> Result<(), BlobError> {
+        // Local objects carry no pending marker: the metadata row is the only record.
+        self.path_of(key).map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        let path = self.path_of(key)?;
+        for p in [Self::sidecar_of(&path), path] {
+            match fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::Error::new(e).context("cannot delete blob").into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn inode_of(path: &Path) -> Result<u64, BlobError> {
+    let meta = fs::metadata(path).await.context("cannot stat blob")?;
+    Ok(std::os::unix::fs::MetadataExt::ino(&meta))
+}
+
+async fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), BlobError> {
+    let target = LocalBlobStore::sidecar_of(path);
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let json = serde_json::to_vec(sidecar).context("cannot encode sidecar")?;
+    let mut file = File::create(&tmp).await.context("cannot write sidecar")?;
+    file.write_all(&json)
+        .await
+        .context("cannot write sidecar")?;
+    file.sync_all().await.context("cannot fsync sidecar")?;
+    fs::rename(&tmp, &target)
+        .await
+        .context("cannot publish sidecar")?;
+    Ok(())
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+    let dir = File::open(dir).await.context("cannot open blob folder")?;
+    dir.sync_all().await.context("cannot fsync blob folder")?;
+    Ok(())
+}
+
+async fn hash_file(path: &Path) -> Result<Sha256, BlobError> {
+    let mut file = File::open(path).await.context("cannot open blob")?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).await.context("cannot read blob")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Sha256(hasher.finalize().into()))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

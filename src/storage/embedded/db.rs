@@ -1,0 +1,116 @@
+//! The SQLite database: one writer thread (see `writer`) and a pool of read connections.
+//! WAL mode lets readers run while the writer commits.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::broadcast;
+
+use super::writer::Writer;
+use crate::storage::{CommitNotice, StoreError};
+
+const SCHEMA_VERSION: i64 = 1;
+/// Idle read connections kept open; more are opened under load and closed after.
+const IDLE_READERS: usize = 8;
+
+pub struct Db {
+    pub(super) writer: Writer,
+    readers: Arc<ReaderPool>,
+    /// Held for the life of the process: the data dir's exclusive lock.
+    _lock: File,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Db {
+    pub fn open(
+        path: &Path,
+        feed: broadcast::Sender<CommitNotice>,
+        lock: File,
+    ) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        // WAL + synchronous=FULL: every commit is fsynced before it is acknowledged.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrate(&conn)?;
+        let writer = Writer::start(conn, feed)?;
+        Ok(Self {
+            writer,
+            readers: Arc::new(ReaderPool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            _lock: lock,
+        })
+    }
+
+    /// Runs a read on a pooled connection, off the async runtime.
+    pub(super) async fn read<R, F>(&self, op: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = op(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("read task failed: {e}"))?
+    }
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("reader pool poisoned").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .context("cannot open a read connection")?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .context("cannot configure a read connection")?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool poisoned");
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Creates the schema in a new database; refuses a database from a newer release.
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(include_str!("schema.sql"))?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        newer => anyhow::bail!(
+            "database schema version {newer} is newer than this release understands \
+             ({SCHEMA_VERSION}); upgrade filesync"
+        ),
+    }
+}

@@ -1,0 +1,574 @@
+//! `MetadataStore` on SQLite. Reads run on the reader pool; writes go through the
+//! group-commit writer, each as one savepoint of a durable transaction.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::db::Db;
+use super::rows::{self, FILE_COLUMNS, SPACE_COLUMNS, UPLOAD_COLUMNS, VERSION_COLUMNS, internal};
+use crate::domain::{
+    FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName, UploadId,
+    UploadState, UserId, VersionRecord,
+};
+use crate::storage::{CommitNotice, Member, MetadataStore, Publish, Space, StoreError};
+
+#[async_trait]
+impl MetadataStore for Db {
+    async fn create_space(
+        &self,
+        id: SpaceId,
+        name: SpaceName,
+        owner: UserId,
+        at: Millis,
+    ) -> Result<Space, StoreError> {
+        self.writer
+            .write(move |conn, _| {
+                conn.prepare_cached(
+                    "INSERT INTO spaces (id, name, created_by, created_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![id.to_string(), name.as_str(), owner.as_str(), at])
+                })
+                .map_err(internal)?;
+                conn.prepare_cached(
+                    "INSERT INTO members (space_id, user_id, role) VALUES (?1, ?2, 'OWNER')",
+                )
+                .and_then(|mut s| s.execute(params![id.to_string(), owner.as_str()]))
+                .map_err(internal)?;
+                Ok(Space {
+                    id,
+                    name,
+                    created_by: owner,
+                    created_at: at,
+                    seq: 0,
+                })
+            })
+            .await
+    }
+
+    async fn space(&self, id: SpaceId) -> Result<Option<Space>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {SPACE_COLUMNS} FROM spaces WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id.to_string()], rows::space).optional())
+                .map_err(internal)
+        })
+        .await
+    }
+
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
+        let user = user.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {cols}, m.role FROM members m JOIN spaces s ON s.id = m.space_id
+                 WHERE m.user_id = ?1 ORDER BY s.created_at, s.id",
+                cols = prefixed("s", SPACE_COLUMNS)
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
+            let rows = stmt
+                .query_map([user.as_str()], |row| {
+                    let role: String = row.get(5)?;
+                    Ok((rows::space(row)?, role))
+                })
+                .map_err(internal)?;
+            rows.map(|r| {
+                let (space, role) = r.map_err(internal)?;
+                Ok((space, parse_role(&role)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+        let user = user.clone();
+        self.read(move |conn| role_in(conn, space, &user)).await
+    }
+
+    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT user_id, role FROM members WHERE space_id = ?1 ORDER BY user_id",
+                )
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([space.to_string()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(internal)?;
+            rows.map(|r| {
+                let (user, role) = r.map_err(internal)?;
+                Ok(Member {
+                    user: UserId::parse(&user).map_err(|e| anyhow::anyhow!(e))?,
+                    role: parse_role(&role)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn set_member(
+        &self,
+        space: SpaceId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn, _| {
+                let exists: bool = conn
+                    .prepare_cached("SELECT 1 FROM spaces WHERE id = ?1")
+                    .and_then(|mut s| s.exists([space.to_string()]))
+                    .map_err(internal)?;
+                if !exists {
+                    return Err(StoreError::NoSuchSpace);
+                }
+                let current = role_in(conn, space, &user)?;
+                if current == Some(Role::Owner) && role != Some(Role::Owner) {
+                    let owners: i64 = conn
+                        .prepare_cached(
+                            "SELECT count(*) FROM members WHERE space_id = ?1 AND role = 'OWNER'",
+                        )
+                        .and_then(|mut s| s.query_row([space.to_string()], |r| r.get(0)))
+                        .map_err(internal)?;
+                    if owners <= 1 {
+                        return Err(StoreError::LastOwner);
+                    }
+                }
+                match role {
+                    Some(role) => conn
+                        .prepare_cached(
+                            "INSERT INTO members (space_id, user_id, role) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (space_id, user_id) DO UPDATE SET role = excluded.role",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![space.to_string(), user.as_str(), role.as_str()])
+                        }),
+                    None => conn
+                        .prepare_cached("DELETE FROM members WHERE space_id = ?1 AND user_id = ?2")
+                        .and_then(|mut s| s.execute(params![space.to_string(), user.as_str()])),
+                }
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError> {
+        self.read(move |conn| file_by_id(conn, id)).await
+    }
+
+    async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE file_id = ?1 AND number = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![id.to_string(), number], rows::version)
+                    .optional()
+            })
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {VERSION_COLUMNS} FROM versions WHERE file_id = ?1 ORDER BY number"
+                ))
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map([id.to_string()], rows::version)
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn list_files(
+        &self,
+        space: SpaceId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        // Names compare bytewise (BINARY collation on UTF-8), so a prefix is the range
+        // [prefix, next string after every string starting with prefix).
+        let lower = match after {
+            Some(after) if after >= prefix => after.to_owned(),
+            _ => prefix.to_owned(),
+        };
+        let lower_inclusive = after.is_none_or(|a| a < prefix);
+        let upper = prefix_upper_bound(prefix);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS} FROM files
+                 WHERE space_id = ?1 AND deleted = 0
+                   AND (name > ?2 OR (?3 AND name = ?2))
+                   AND (?4 IS NULL OR name < ?4)
+                 ORDER BY name LIMIT ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        space.to_string(),
+                        lower,
+                        lower_inclusive,
+                        upper,
+                        limit as i64
+                    ],
+                    rows::file,
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn file_named(
+        &self,
+        space: SpaceId,
+        name: &FileName,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        let name = name.as_str().to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files
+                 WHERE space_id = ?1 AND name = ?2 AND deleted = 0"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![space.to_string(), name], rows::file)
+                    .optional()
+            })
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn changes(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM files
+                     WHERE space_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![space.to_string(), after_seq as i64, limit as i64],
+                    rows::file,
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn, _| {
+                let u = &upload;
+                conn.prepare_cached(&format!(
+                    "INSERT INTO uploads ({UPLOAD_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        u.id.to_string(),
+                        u.token_hash,
+                        u.space_id.to_string(),
+                        u.file_id.to_string(),
+                        u.base_version,
+                        u.name.as_str(),
+                        u.size as i64,
+                        u.sha256.0,
+                        u.content_type,
+                        u.metadata.to_json(),
+                        u.blob_key,
+                        u.author.as_str(),
+                        u.created_at,
+                        u.expires_at,
+                        u.state.as_str(),
+                        u.committed_version,
+                    ])
+                })
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"
+            ))
+            .and_then(|mut s| s.query_row([id.to_string()], rows::upload).optional())
+            .map_err(internal)
+        })
+        .await
+    }
+
+    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
+        self.writer
+            .write(move |conn, _| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE uploads SET state = 'ABANDONED' WHERE id = ?1 AND state = 'PENDING'",
+                    )
+                    .and_then(|mut s| s.execute([id.to_string()]))
+                    .map_err(internal)?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn expired_uploads(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads
+                     WHERE state = 'PENDING' AND expires_at < ?1 ORDER BY expires_at LIMIT ?2"
+                ))
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(params![now, limit as i64], rows::upload)
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
+    async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError> {
+        self.writer
+            .write(move |conn, notices| publish(conn, change, notices))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
+            .await
+    }
+}
+
+/// The atomic publish: check the upload and the base version, take the space's next seq,
+/// append the version, replace the file's current state, mark the upload committed.
+fn publish(
+    conn: &Connection,
+    change: Publish,
+    notices: &mut Vec<CommitNotice>,
+) -> Result<FileRecord, StoreError> {
+    if let Some(upload) = change.upload {
+        let state: Option<String> = conn
+            .prepare_cached("SELECT state FROM uploads WHERE id = ?1")
+            .and_then(|mut s| s.query_row([upload.to_string()], |r| r.get(0)).optional())
+            .map_err(internal)?;
+        if state.as_deref() != Some(UploadState::Pending.as_str()) {
+            return Err(StoreError::UploadNotPending);
+        }
+    }
+
+    let current = file_by_id(conn, change.file_id)?;
+    let (number, creator, created_at) = match (&current, change.base_version) {
+        (None, None) => (1, change.actor.clone(), change.at),
+        (Some(file), Some(base)) if file.version == base && file.space_id == change.space_id => {
+            (base + 1, file.creator.clone(), file.created_at)
+        }
+        (Some(file), _) => {
+            return Err(StoreError::Conflict {
+                current: file.version,
+            });
+        }
+        (None, Some(_)) => return Err(StoreError::Conflict { current: 0 }),
+    };
+
+    if !change.deleted {
+        let taken: Option<(String, u32)> = conn
+            .prepare_cached(
+                "SELECT id, version FROM files
+                 WHERE space_id = ?1 AND name = ?2 AND deleted = 0 AND id != ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        change.space_id.to_string(),
+                        change.name.as_str(),
+                        change.file_id.to_string()
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(internal)?;
+        if let Some((id, version)) = taken {
+            return Err(StoreError::NameTaken {
+                file_id: id.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
+                current: version,
+            });
+        }
+    }
+
+    let seq: i64 = conn
+        .prepare_cached("UPDATE spaces SET seq = seq + 1 WHERE id = ?1 RETURNING seq")
+        .and_then(|mut s| {
+            s.query_row([change.space_id.to_string()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(internal)?
+        .ok_or(StoreError::NoSuchSpace)?;
+
+    let c = &change;
+    conn.prepare_cached(&format!(
+        "INSERT INTO versions ({VERSION_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            c.file_id.to_string(),
+            c.space_id.to_string(),
+            number,
+            seq,
+            c.kind.as_str(),
+            c.name.as_str(),
+            c.content.blob_key,
+            c.content.size as i64,
+            c.content.sha256.0,
+            c.content.content_type,
+            c.metadata.to_json(),
+            c.deleted,
+            c.actor.as_str(),
+            c.at,
+        ])
+    })
+    .map_err(internal)?;
+
+    conn.prepare_cached(&format!(
+        "INSERT INTO files ({FILE_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (id) DO UPDATE SET
+           name = excluded.name, version = excluded.version, blob_key = excluded.blob_key,
+           size = excluded.size, sha256 = excluded.sha256, content_type = excluded.content_type,
+           metadata = excluded.metadata, updated_at = excluded.updated_at,
+           deleted = excluded.deleted, seq = excluded.seq"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            c.file_id.to_string(),
+            c.space_id.to_string(),
+            c.name.as_str(),
+            number,
+            c.content.blob_key,
+            c.content.size as i64,
+            c.content.sha256.0,
+            c.content.content_type,
+            c.metadata.to_json(),
+            creator.as_str(),
+            created_at,
+            c.at,
+            c.deleted,
+            seq,
+        ])
+    })
+    .map_err(internal)?;
+
+    if let Some(upload) = change.upload {
+        conn.prepare_cached(
+            "UPDATE uploads SET state = 'COMMITTED', committed_version = ?2 WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![upload.to_string(), number]))
+        .map_err(internal)?;
+    }
+
+    let seq = seq as u64;
+    notices.push(CommitNotice {
+        space_id: change.space_id,
+        seq,
+    });
+    Ok(FileRecord {
+        id: change.file_id,
+        space_id: change.space_id,
+        name: change.name,
+        version: number,
+        content: change.content,
+        metadata: change.metadata,
+        creator,
+        created_at,
+        updated_at: change.at,
+        deleted: change.deleted,
+        seq,
+    })
+}
+
+fn file_by_id(conn: &Connection, id: FileId) -> Result<Option<FileRecord>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], rows::file).optional())
+        .map_err(internal)
+}
+
+fn role_in(conn: &Connection, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+    let role: Option<String> = conn
+        .prepare_cached("SELECT role FROM members WHERE space_id = ?1 AND user_id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![space.to_string(), user.as_str()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(internal)?;
+    role.as_deref().map(parse_role).transpose()
+}
+
+fn parse_role(s: &str) -> Result<Role, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("stored role: {e}")))
+}
+
+fn prefixed(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The least string greater than every string that starts with `prefix`, or `None` when
+/// there is none (empty prefix, or a prefix of only U+10FFFF).
+pub(super) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn upper_bounds_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("docs/").as_deref(), Some("docs0"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        let upper = prefix_upper_bound("caf").unwrap();
+        assert!("café" < upper.as_str() && "cag" >= upper.as_str());
+    }
+}

@@ -1,0 +1,68 @@
+//! The embedded backend: SQLite (WAL) for metadata, a local folder for content, and the
+//! writer's own commit log as the change feed. One process owns a data dir at a time.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::broadcast;
+
+use super::{ChangeFeed, CommitNotice, OpenContext, Storage};
+
+mod blobs;
+mod db;
+mod metadata;
+mod rows;
+mod writer;
+
+pub use blobs::LocalBlobStore;
+pub use db::Db;
+
+/// How many commit notices a slow feed reader may fall behind before it is told it lagged.
+const FEED_CAPACITY: usize = 4096;
+
+/// The commit log feed: the writer thread sends a notice after each durable commit.
+pub struct CommitLog {
+    sender: broadcast::Sender<CommitNotice>,
+}
+
+impl ChangeFeed for CommitLog {
+    fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
+        self.sender.subscribe()
+    }
+}
+
+/// Opens (creating if needed) the embedded backend in `data_dir`.
+pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> {
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let lock = lock_data_dir(data_dir)?;
+    let (sender, _) = broadcast::channel(FEED_CAPACITY);
+    let db = Db::open(&data_dir.join("filesync.db"), sender.clone(), lock)?;
+    let blobs = LocalBlobStore::open(data_dir, ctx.public_url, ctx.url_signer)?;
+    Ok(Storage {
+        meta: Arc::new(db),
+        blobs: Arc::new(blobs),
+        feed: Arc::new(CommitLog { sender }),
+    })
+}
+
+/// Two servers on one data dir would each believe they own the single SQLite writer and
+/// the blob folder; an exclusive lock makes the second one fail at start-up instead.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    let path = data_dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "data dir {} is in use by another filesync process",
+            data_dir.display()
+        )
+    })?;
+    Ok(file)
+}

@@ -1,0 +1,271 @@
+//! The storage contract: metadata, blobs and the change feed.
+//!
+//! The sync layer talks only to these traits. Each method is one use case of the store and
+//! maps onto one conditional write or one query on either backend (SQLite, or DynamoDB +
+//! S3). The invariants every backend keeps are written in ARCHITECTURE.md ("the storage
+//! contract") and checked by the contract tests in `tests/`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use crate::config::{Backend, StorageSettings};
+use crate::domain::{
+    ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload, Role,
+    Sha256, SpaceId, SpaceName, UploadId, UserId, VersionRecord,
+};
+
+pub mod embedded;
+mod error;
+pub mod url_signing;
+
+pub use error::{BlobError, StoreError};
+
+/// A space as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Space {
+    pub id: SpaceId,
+    pub name: SpaceName,
+    pub created_by: UserId,
+    pub created_at: Millis,
+    /// The seq of the space's last committed change (0 before the first).
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user: UserId,
+    pub role: Role,
+}
+
+/// One committed change to publish atomically: the new version, the file's new current
+/// state and the space's next seq, all or nothing.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub space_id: SpaceId,
+    pub file_id: FileId,
+    /// `None` creates the file; `Some(n)` requires the file's current version to be `n`.
+    pub base_version: Option<u32>,
+    pub kind: ChangeKind,
+    pub name: FileName,
+    pub content: Content,
+    pub metadata: Metadata,
+    pub deleted: bool,
+    pub actor: UserId,
+    pub at: Millis,
+    /// The pending upload this change commits; it must still be pending.
+    pub upload: Option<UploadId>,
+}
+
+/// Notice that a space's seq advanced; subscribers read the change itself from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitNotice {
+    pub space_id: SpaceId,
+    pub seq: u64,
+}
+
+/// Versioned metadata: spaces, members, files, versions, pending uploads.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Creates a space with `owner` as its first `OWNER`.
+    async fn create_space(
+        &self,
+        id: SpaceId,
+        name: SpaceName,
+        owner: UserId,
+        at: Millis,
+    ) -> Result<Space, StoreError>;
+    async fn space(&self, id: SpaceId) -> Result<Option<Space>, StoreError>;
+    /// The spaces `user` belongs to, with the user's role, ordered by creation time.
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError>;
+    async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
+    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError>;
+    /// Adds, changes (`Some`) or removes (`None`) a member. Refuses with
+    /// [`StoreError::LastOwner`] a change that would leave the space without an owner.
+    async fn set_member(
+        &self,
+        space: SpaceId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<(), StoreError>;
+
+    /// The file's current committed state (a tombstone if deleted).
+    async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError>;
+    async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError>;
+    /// Every committed version, oldest first.
+    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError>;
+    /// Live (not deleted) files whose name starts with `prefix`, ordered by name, after the
+    /// name `after` (exclusive).
+    async fn list_files(
+        &self,
+        space: SpaceId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError>;
+    /// The live file with this exact name, if any.
+    async fn file_named(
+        &self,
+        space: SpaceId,
+        name: &FileName,
+    ) -> Result<Option<FileRecord>, StoreError>;
+    /// Files (tombstones included) whose last change has `seq > after_seq`, in seq order.
+    async fn changes(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError>;
+
+    async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError>;
+    async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError>;
+    /// Moves a pending upload to `ABANDONED`; `false` if it was not pending.
+    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError>;
+    /// Pending uploads whose expiry is before `now`, oldest first.
+    async fn expired_uploads(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError>;
+
+    /// Publishes one change atomically (see [`Publish`]). Fails with
+    /// [`StoreError::Conflict`] when the file's current version is not `base_version`,
+    /// [`StoreError::NameTaken`] when another live file has the name, and
+    /// [`StoreError::UploadNotPending`] when the upload was committed or abandoned meanwhile.
+    async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError>;
+
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A stream of body bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// What a stored object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub size: u64,
+    /// `None` when the store cannot say (then the commit refuses the object).
+    pub sha256: Option<Sha256>,
+}
+
+/// A request the client makes itself, straight to storage.
+#[derive(Debug, Clone)]
+pub struct PresignedRequest {
+    pub url: String,
+    pub method: &'static str,
+    pub headers: Vec<(String, String)>,
+    pub form_fields: Vec<(String, String)>,
+}
+
+/// What a presigned upload is for: the object key and the pinned length and checksum.
+#[derive(Debug, Clone)]
+pub struct PutTarget<'a> {
+    pub key: &'a str,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub content_type: Option<&'a str>,
+    pub expires_at: Millis,
+}
+
+/// A byte range of an object, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+/// A `Range: bytes=...` request, before the object's size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// `bytes=first-last`
+    Span(u64, u64),
+    /// `bytes=first-`
+    From(u64),
+    /// `bytes=-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl RangeRequest {
+    /// The bytes this asks for in an object of `total` bytes; `None` if unsatisfiable.
+    pub fn resolve(self, total: u64) -> Option<ByteRange> {
+        let (first, last) = match self {
+            RangeRequest::Span(first, last) if first <= last => {
+                (first, last.min(total.checked_sub(1)?))
+            }
+            RangeRequest::Span(..) => return None,
+            RangeRequest::From(first) => (first, total.checked_sub(1)?),
+            RangeRequest::Last(0) => return None,
+            RangeRequest::Last(n) => (total.saturating_sub(n), total.checked_sub(1)?),
+        };
+        (first < total).then_some(ByteRange { first, last })
+    }
+}
+
+/// An object being read: the whole object, or the range asked for.
+pub struct BlobRead {
+    pub total_size: u64,
+    pub range: Option<ByteRange>,
+    pub stream: ByteStream,
+}
+
+/// Content: immutable objects under server-made keys.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    async fn presign_put(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError>;
+    async fn presign_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_at: Millis,
+    ) -> Result<String, BlobError>;
+    /// Stores `body` under `key`, refusing ([`BlobError::TooLarge`]) more than `limit`
+    /// bytes. The object appears whole or not at all.
+    async fn put(&self, key: &str, body: ByteStream, limit: u64) -> Result<BlobInfo, BlobError>;
+    async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError>;
+    /// Reads an object or a range of it; [`BlobError::RangeNotSatisfiable`] when the
+    /// range lies outside the object.
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<RangeRequest>,
+    ) -> Result<Option<BlobRead>, BlobError>;
+    /// Marks an object as belonging to a committed version (S3: removes `Status=Pending`).
+    async fn mark_committed(&self, key: &str) -> Result<(), BlobError>;
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}
+
+/// The source of commit notices (embedded: the writer's commit log; AWS: DynamoDB Streams).
+pub trait ChangeFeed: Send + Sync + 'static {
+    fn subscribe(&self) -> broadcast::Receiver<CommitNotice>;
+}
+
+/// The opened backend: one handle per part.
+#[derive(Clone)]
+pub struct Storage {
+    pub meta: Arc<dyn MetadataStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub feed: Arc<dyn ChangeFeed>,
+}
+
+/// What the storage layer needs from the running server to open a backend.
+pub struct OpenContext {
+    /// Base URL clients reach this server at (for the embedded backend's signed URLs).
+    pub public_url: String,
+    /// Key for the embedded backend's signed URLs.
+    pub url_signer: url_signing::UrlSigner,
+}
+
+/// Opens the backend named by the settings.
+pub async fn open(settings: &StorageSettings, ctx: OpenContext) -> anyhow::Result<Storage> {
+    match settings.backend {
+        Backend::Embedded => embedded::open(&settings.data_dir, ctx).await,
+        Backend::Aws => anyhow::bail!(
+            "storage backend \"aws\" is not available in this build yet; use \"embedded\""
+        ),
+    }
+}

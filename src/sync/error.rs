@@ -1,0 +1,111 @@
+use crate::domain::{CursorError, FileId, Invalid};
+use crate::storage::{BlobError, StoreError};
+
+/// What a use case reports to its caller. Each variant is one stable client-facing code
+/// (see `graphql::error`); `Internal` carries a cause that is logged, never shown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        current_version: u32,
+        file_id: Option<FileId>,
+    },
+    #[error("{0}")]
+    UploadIncomplete(String),
+    #[error("the uploaded bytes do not match the declared sha256")]
+    ChecksumMismatch,
+    #[error("{0}")]
+    UploadExpired(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("the cursor is older than the retained history; resync from scratch")]
+    CursorExpired,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::BadInput(message.into())
+    }
+
+    pub fn conflict(current_version: u32) -> Self {
+        Self::Conflict {
+            message: format!("the file has changed: its current version is {current_version}"),
+            current_version,
+            file_id: None,
+        }
+    }
+
+    /// The stable code clients see in `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::Forbidden(_) => "FORBIDDEN",
+            Error::BadInput(_) => "BAD_INPUT",
+            Error::Conflict { .. } => "CONFLICT",
+            Error::UploadIncomplete(_) => "UPLOAD_INCOMPLETE",
+            Error::ChecksumMismatch => "CHECKSUM_MISMATCH",
+            Error::UploadExpired(_) => "UPLOAD_EXPIRED",
+            Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            Error::CursorExpired => "CURSOR_EXPIRED",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { current } => Error::conflict(current),
+            StoreError::NameTaken { file_id, current } => Error::Conflict {
+                message: "another file already has this name".into(),
+                current_version: current,
+                file_id: Some(file_id),
+            },
+            StoreError::LastOwner => Error::bad_input("a space must keep at least one owner"),
+            StoreError::NoSuchSpace => Error::NotFound("space"),
+            StoreError::UploadNotPending => {
+                Error::Internal(anyhow::anyhow!("upload state changed during commit"))
+            }
+            StoreError::Other(e) => Error::Internal(e),
+        }
+    }
+}
+
+impl From<BlobError> for Error {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::TooLarge => {
+                Error::PayloadTooLarge("the body is larger than the declared size".into())
+            }
+            BlobError::RangeNotSatisfiable { total_size } => Error::bad_input(format!(
+                "the range lies outside the object ({total_size} bytes)"
+            )),
+            BlobError::Other(e) => Error::Internal(e),
+        }
+    }
+}
+
+impl From<Invalid> for Error {
+    fn from(e: Invalid) -> Self {
+        Error::BadInput(e.0)
+    }
+}
+
+impl From<CursorError> for Error {
+    fn from(e: CursorError) -> Self {
+        Error::BadInput(e.to_string())
+    }
+}

@@ -1,0 +1,138 @@
+//! The use cases of Filesync: spaces and members, the three-phase upload, modifications,
+//! reads and incremental sync. Everything here works on the storage traits only, so the
+//! same code runs on every backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::domain::{Content, FileRecord, Millis, VersionRecord};
+use crate::storage::Storage;
+
+mod access;
+mod error;
+mod locks;
+mod modify;
+mod read;
+mod spaces;
+mod sweeper;
+mod upload;
+
+pub use error::Error;
+pub use modify::FileUpdate;
+pub use read::{ChangePage, FilePage};
+pub use upload::{NewUpload, ReceivedUpload, UploadTicket};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The limits and lifetimes the use cases enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub url_ttl: Duration,
+    pub pending_ttl: Duration,
+    pub download_ttl: Duration,
+    pub max_file_size: u64,
+    pub inline_max_bytes: u64,
+    pub max_page_size: usize,
+    pub default_page_size: usize,
+}
+
+impl Limits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            url_ttl: settings.uploads.url_ttl,
+            pending_ttl: settings.uploads.pending_ttl,
+            download_ttl: settings.uploads.download_ttl,
+            max_file_size: settings.uploads.max_file_size,
+            inline_max_bytes: settings.uploads.inline_max_bytes,
+            max_page_size: settings.graphql.max_page_size,
+            default_page_size: settings.graphql.default_page_size,
+        }
+    }
+}
+
+/// The sync service: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Storage,
+    limits: Limits,
+    upload_locks: locks::UploadLocks,
+}
+
+impl SyncService {
+    pub fn new(store: Storage, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                limits,
+                upload_locks: locks::UploadLocks::default(),
+            }),
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.inner.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Readiness: the metadata store answers.
+    pub async fn ready(&self) -> Result<()> {
+        self.inner.store.meta.ping().await?;
+        Ok(())
+    }
+
+    /// A short-lived download URL for a file's content (none for tombstones).
+    pub async fn download_url(&self, file: &FileRecord) -> Result<Option<String>> {
+        if file.deleted {
+            return Ok(None);
+        }
+        self.content_url(&file.content).await.map(Some)
+    }
+
+    /// A short-lived download URL for some content.
+    pub async fn content_url(&self, content: &Content) -> Result<String> {
+        let expires_at = now() + millis(self.inner.limits.download_ttl);
+        Ok(self
+            .inner
+            .store
+            .blobs
+            .presign_get(
+                &content.blob_key,
+                content.content_type.as_deref(),
+                expires_at,
+            )
+            .await?)
+    }
+}
+
+/// A file as it was at one of its versions.
+pub fn file_at_version(current: &FileRecord, version: &VersionRecord) -> FileRecord {
+    FileRecord {
+        id: current.id,
+        space_id: current.space_id,
+        name: version.name.clone(),
+        version: version.number,
+        content: version.content.clone(),
+        metadata: version.metadata.clone(),
+        creator: current.creator.clone(),
+        created_at: current.created_at,
+        updated_at: version.at,
+        deleted: version.deleted,
+        seq: version.seq,
+    }
+}
+
+fn now() -> Millis {
+    crate::domain::now_millis()
+}
+
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

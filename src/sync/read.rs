@@ -1,0 +1,123 @@
+//! Reads: single files, versions, listings and incremental sync.
+
+use super::{Error, Result, SyncService, file_at_version};
+use crate::domain::{Cursor, FileId, FileRecord, SpaceId, UserId, VersionRecord};
+
+/// One page of a space's live files, ordered by name.
+pub struct FilePage {
+    pub files: Vec<FileRecord>,
+    pub has_next: bool,
+}
+
+/// One page of `changes`: each changed file once, in its latest state, in seq order.
+pub struct ChangePage {
+    pub files: Vec<FileRecord>,
+    pub next_cursor: Cursor,
+    pub has_more: bool,
+}
+
+impl SyncService {
+    /// The file's latest committed state, or the given version; `None` when it does not
+    /// exist or the caller may not see it.
+    pub async fn file(
+        &self,
+        user: &UserId,
+        id: FileId,
+        version: Option<i32>,
+    ) -> Result<Option<FileRecord>> {
+        let (file, _) = match self.visible_file(user, id).await {
+            Ok(found) => found,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(number) = version else {
+            return Ok(Some(file));
+        };
+        let Ok(number) = u32::try_from(number) else {
+            return Err(Error::bad_input("version must be a positive number"));
+        };
+        let version = self.inner.store.meta.version(id, number).await?;
+        Ok(version.map(|v| file_at_version(&file, &v)))
+    }
+
+    /// Every committed version of a file, oldest first.
+    pub async fn file_versions(&self, user: &UserId, id: FileId) -> Result<Vec<VersionRecord>> {
+        self.visible_file(user, id).await?;
+        Ok(self.inner.store.meta.versions(id).await?)
+    }
+
+    pub async fn files(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        prefix: Option<&str>,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Result<FilePage> {
+        self.role_in(user, space).await?;
+        let limit = self.page_size(first, "first")?;
+        let mut files = self
+            .inner
+            .store
+            .meta
+            .list_files(space, prefix.unwrap_or(""), after, limit + 1)
+            .await?;
+        let has_next = files.len() > limit;
+        files.truncate(limit);
+        Ok(FilePage { files, has_next })
+    }
+
+    /// Incremental sync: files changed after `since` (from the start when `None`).
+    pub async fn changes(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        since: Option<&str>,
+        limit: Option<i32>,
+    ) -> Result<ChangePage> {
+        self.role_in(user, space).await?;
+        let since = match since {
+            Some(cursor) => Cursor::decode_for(cursor, space)?.seq,
+            None => 0,
+        };
+        let limit = self.page_size(limit, "limit")?;
+        let mut files = self
+            .inner
+            .store
+            .meta
+            .changes(space, since, limit + 1)
+            .await?;
+        let has_more = files.len() > limit;
+        files.truncate(limit);
+        let next = files.last().map_or(since, |f| f.seq);
+        if files.is_empty() && since > 0 {
+            // A cursor must come from this space's past; one from the future is forged.
+            let head = self
+                .inner
+                .store
+                .meta
+                .space(space)
+                .await?
+                .map_or(0, |s| s.seq);
+            if since > head {
+                return Err(Error::bad_input("the cursor is ahead of the space"));
+            }
+        }
+        Ok(ChangePage {
+            files,
+            next_cursor: Cursor::new(space, next),
+            has_more,
+        })
+    }
+
+    fn page_size(&self, asked: Option<i32>, arg: &str) -> Result<usize> {
+        let max = self.inner.limits.max_page_size;
+        match asked {
+            None => Ok(self.inner.limits.default_page_size.min(max)),
+            Some(n) if n >= 1 && (n as usize) <= max => Ok(n as usize),
+            Some(_) => Err(Error::bad_input(format!(
+                "{arg} must be between 1 and {max}"
+            ))),
+        }
+    }
+}

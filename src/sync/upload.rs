@@ -1,0 +1,405 @@
+//! The three-phase upload: begin (a pending version and a presigned URL), the bytes
+//! (straight to storage), commit (verify, then publish atomically). Plus the inline path
+//! for small files, the storage-event commit and cancellation.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::Digest;
+
+use super::{Error, Result, SyncService, millis, now};
+use crate::domain::{
+    ChangeKind, Content, FileId, FileName, FileRecord, Metadata, MetadataEntry, Millis,
+    PendingUpload, Sha256, Size, SpaceId, UploadId, UploadState, UserId,
+};
+use crate::storage::{ByteStream, PresignedRequest, Publish, PutTarget, StoreError};
+
+/// `beginUpload`'s input, as the client sent it.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    pub space_id: SpaceId,
+    pub file_id: Option<FileId>,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub base_version: Option<i32>,
+    pub metadata: Option<Vec<MetadataEntry>>,
+}
+
+/// What the client needs to send the bytes and commit them.
+#[derive(Debug, Clone)]
+pub struct UploadTicket {
+    pub upload_id: UploadId,
+    pub upload_token: String,
+    pub file_id: FileId,
+    pub version: u32,
+    pub request: PresignedRequest,
+    pub expires_at: Millis,
+}
+
+/// The outcome of bytes received by the embedded blob endpoint.
+#[derive(Debug)]
+pub struct ReceivedUpload {
+    pub upload_id: UploadId,
+    /// The commit the storage event triggered.
+    pub commit: Result<FileRecord>,
+}
+
+impl SyncService {
+    pub async fn begin_upload(&self, user: &UserId, input: NewUpload) -> Result<UploadTicket> {
+        let (upload, token) = self.prepare_upload(user, input).await?;
+        let url_expires = (now() + millis(self.inner.limits.url_ttl)).min(upload.expires_at);
+        let request = self
+            .inner
+            .store
+            .blobs
+            .presign_put(PutTarget {
+                key: &upload.blob_key,
+                size: upload.size,
+                sha256: upload.sha256,
+                content_type: upload.content_type.as_deref(),
+                expires_at: url_expires,
+            })
+            .await?;
+        self.inner.store.meta.create_upload(upload.clone()).await?;
+        tracing::info!(upload = %upload.id, file = %upload.file_id, size = upload.size, "upload begun");
+        Ok(UploadTicket {
+            upload_id: upload.id,
+            upload_token: token,
+            file_id: upload.file_id,
+            version: upload.target_version(),
+            request,
+            expires_at: url_expires,
+        })
+    }
+
+    /// Small files through GraphQL: the same pending/commit path, bytes through the server.
+    pub async fn upload_inline(
+        &self,
+        user: &UserId,
+        input: NewUpload,
+        body: ByteStream,
+    ) -> Result<FileRecord> {
+        let limit = self.inner.limits.inline_max_bytes;
+        if input.size > limit {
+            return Err(Error::PayloadTooLarge(format!(
+                "inline uploads are limited to {limit} bytes; use beginUpload"
+            )));
+        }
+        let (upload, _) = self.prepare_upload(user, input).await?;
+        self.inner.store.meta.create_upload(upload.clone()).await?;
+        let received = self
+            .receive_upload(upload.id, upload.content_type.clone(), body)
+            .await?;
+        received.commit
+    }
+
+    /// The embedded blob endpoint's PUT: stores the bytes of a pending upload, then
+    /// commits it as a storage event would. Errors concern the bytes; the commit's own
+    /// outcome is in [`ReceivedUpload::commit`].
+    pub async fn receive_upload(
+        &self,
+        id: UploadId,
+        content_type: Option<String>,
+        body: ByteStream,
+    ) -> Result<ReceivedUpload> {
+        let _guard = self.inner.upload_locks.lock(id).await;
+        let upload = self.pending(id).await?;
+        if upload.state == UploadState::Committed {
+            return Err(Error::bad_input("the upload is already committed"));
+        }
+        if upload.content_type.is_some() && content_type != upload.content_type {
+            return Err(Error::bad_input(format!(
+                "Content-Type must be {:?}, as declared in beginUpload",
+                upload.content_type.as_deref().unwrap_or_default()
+            )));
+        }
+        let blobs = &self.inner.store.blobs;
+        let info = blobs.put(&upload.blob_key, body, upload.size).await?;
+        if info.size != upload.size {
+            blobs.delete(&upload.blob_key).await?;
+            return Err(Error::UploadIncomplete(format!(
+                "received {} of the {} declared bytes",
+                info.size, upload.size
+            )));
+        }
+        let commit = self.commit_locked(id).await;
+        Ok(ReceivedUpload {
+            upload_id: id,
+            commit,
+        })
+    }
+
+    /// `commitUpload`: idempotent; a repeated commit returns the same version.
+    pub async fn commit_upload(
+        &self,
+        _user: &UserId,
+        id: UploadId,
+        token: &str,
+    ) -> Result<FileRecord> {
+        self.check_token(id, token).await?;
+        let _guard = self.inner.upload_locks.lock(id).await;
+        self.commit_locked(id).await
+    }
+
+    /// `cancelUpload`: abandons a pending upload and deletes its bytes at once. `false`
+    /// when it was already abandoned.
+    pub async fn cancel_upload(&self, _user: &UserId, id: UploadId, token: &str) -> Result<bool> {
+        self.check_token(id, token).await?;
+        let _guard = self.inner.upload_locks.lock(id).await;
+        let upload = self.pending(id).await?;
+        match upload.state {
+            UploadState::Committed => Err(Error::bad_input("the upload is already committed")),
+            UploadState::Abandoned => Ok(false),
+            UploadState::Pending => {
+                let abandoned = self.inner.store.meta.abandon_upload(id).await?;
+                self.inner.store.blobs.delete(&upload.blob_key).await?;
+                Ok(abandoned)
+            }
+        }
+    }
+
+    /// Abandons up to `limit` expired uploads and deletes their bytes; returns how many.
+    pub async fn sweep_expired_uploads(&self, limit: usize) -> Result<usize> {
+        let expired = self.inner.store.meta.expired_uploads(now(), limit).await?;
+        let mut swept = 0;
+        for upload in expired {
+            let _guard = self.inner.upload_locks.lock(upload.id).await;
+            if self.inner.store.meta.abandon_upload(upload.id).await? {
+                self.inner.store.blobs.delete(&upload.blob_key).await?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Validates `beginUpload` input and builds the pending upload (not yet stored).
+    async fn prepare_upload(
+        &self,
+        user: &UserId,
+        input: NewUpload,
+    ) -> Result<(PendingUpload, String)> {
+        self.require_writer(user, input.space_id).await?;
+        let name = FileName::parse(&input.name)?;
+        let size = Size::new(input.size)?.get();
+        let max = self.inner.limits.max_file_size;
+        if size > max {
+            return Err(Error::PayloadTooLarge(format!(
+                "files in this space are limited to {max} bytes"
+            )));
+        }
+        let sha256 = Sha256::parse(&input.sha256)?;
+        let content_type = input
+            .content_type
+            .as_deref()
+            .map(parse_content_type)
+            .transpose()?;
+        let metadata = input.metadata.map(Metadata::parse).transpose()?;
+
+        let meta = &self.inner.store.meta;
+        let (file_id, base_version, metadata) = match input.file_id {
+            Some(file_id) => {
+                let file = meta
+                    .file(file_id)
+                    .await?
+                    .filter(|f| f.space_id == input.space_id)
+                    .ok_or(Error::NotFound("file"))?;
+                if file.deleted {
+                    return Err(Error::bad_input(
+                        "the file is deleted; restore a version of it first",
+                    ));
+                }
+                let base = match input.base_version {
+                    Some(v) => u32::try_from(v)
+                        .ok()
+                        .filter(|v| *v >= 1)
+                        .ok_or_else(|| Error::bad_input("baseVersion must be positive"))?,
+                    None => file.version,
+                };
+                if base != file.version {
+                    return Err(Error::conflict(file.version));
+                }
+                (file_id, Some(base), metadata.unwrap_or(file.metadata))
+            }
+            None => {
+                if input.base_version.is_some() {
+                    return Err(Error::bad_input("baseVersion needs a fileId"));
+                }
+                (FileId::new(), None, metadata.unwrap_or_default())
+            }
+        };
+        if let Some(other) = meta.file_named(input.space_id, &name).await?
+            && other.id != file_id
+        {
+            return Err(StoreError::NameTaken {
+                file_id: other.id,
+                current: other.version,
+            }
+            .into());
+        }
+
+        let id = UploadId::new();
+        let mut token = [0u8; 32];
+        rand::rng().fill_bytes(&mut token);
+        let token = URL_SAFE_NO_PAD.encode(token);
+        let created_at = now();
+        let upload = PendingUpload {
+            id,
+            token_hash: token_hash(&token),
+            space_id: input.space_id,
+            file_id,
+            base_version,
+            name,
+            size,
+            sha256,
+            content_type,
+            metadata,
+            // Keys are made of ids only, never of user-supplied names.
+            blob_key: format!("{}/{}", input.space_id, id),
+            author: user.clone(),
+            created_at,
+            expires_at: created_at + millis(self.inner.limits.pending_ttl),
+            state: UploadState::Pending,
+            committed_version: None,
+        };
+        Ok((upload, token))
+    }
+
+    /// Verifies the object and publishes it. The caller holds the upload's lock.
+    async fn commit_locked(&self, id: UploadId) -> Result<FileRecord> {
+        let upload = self.pending(id).await?;
+        match upload.state {
+            UploadState::Committed => return self.committed_result(&upload).await,
+            UploadState::Abandoned => {
+                return Err(Error::UploadExpired(
+                    "the upload was cancelled or has expired".into(),
+                ));
+            }
+            UploadState::Pending if now() >= upload.expires_at => {
+                return Err(Error::UploadExpired("the upload has expired".into()));
+            }
+            UploadState::Pending => {}
+        }
+        // The author must still be allowed to write when the change is published.
+        self.require_writer(&upload.author, upload.space_id).await?;
+
+        let blobs = &self.inner.store.blobs;
+        let info = blobs
+            .head(&upload.blob_key)
+            .await?
+            .ok_or_else(|| Error::UploadIncomplete("no bytes have been uploaded yet".into()))?;
+        if info.size != upload.size {
+            return Err(Error::UploadIncomplete(format!(
+                "the stored object has {} bytes; {} were declared",
+                info.size, upload.size
+            )));
+        }
+        if info.sha256 != Some(upload.sha256) {
+            return Err(Error::ChecksumMismatch);
+        }
+        // Unmark first: if publishing then fails, the upload stays pending and the sweeper
+        // deletes the object; the reverse order could expire a committed object.
+        blobs.mark_committed(&upload.blob_key).await?;
+
+        let change = Publish {
+            space_id: upload.space_id,
+            file_id: upload.file_id,
+            base_version: upload.base_version,
+            kind: if upload.base_version.is_some() {
+                ChangeKind::Updated
+            } else {
+                ChangeKind::Created
+            },
+            name: upload.name.clone(),
+            content: Content {
+                blob_key: upload.blob_key.clone(),
+                size: upload.size,
+                sha256: upload.sha256,
+                content_type: upload.content_type.clone(),
+            },
+            metadata: upload.metadata.clone(),
+            deleted: false,
+            actor: upload.author.clone(),
+            at: now(),
+            upload: Some(upload.id),
+        };
+        match self.inner.store.meta.publish(change).await {
+            Ok(file) => {
+                tracing::info!(upload = %id, file = %file.id, version = file.version, seq = file.seq, "upload committed");
+                Ok(file)
+            }
+            // Another replica (or the storage event) committed it first.
+            Err(StoreError::UploadNotPending) => {
+                let upload = self.pending(id).await?;
+                self.committed_result(&upload).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The file as a committed upload made it.
+    async fn committed_result(&self, upload: &PendingUpload) -> Result<FileRecord> {
+        let Some(number) = upload.committed_version else {
+            return Err(Error::UploadExpired(
+                "the upload was cancelled or has expired".into(),
+            ));
+        };
+        let meta = &self.inner.store.meta;
+        let file = meta
+            .file(upload.file_id)
+            .await?
+            .ok_or(Error::NotFound("file"))?;
+        let version = meta
+            .version(upload.file_id, number)
+            .await?
+            .ok_or(Error::NotFound("version"))?;
+        Ok(super::file_at_version(&file, &version))
+    }
+
+    async fn pending(&self, id: UploadId) -> Result<PendingUpload> {
+        self.inner
+            .store
+            .meta
+            .upload(id)
+            .await?
+            .ok_or(Error::NotFound("upload"))
+    }
+
+    async fn check_token(&self, id: UploadId, token: &str) -> Result<()> {
+        let upload = self.pending(id).await?;
+        // Comparing digests rather than tokens keeps the comparison's timing independent
+        // of how much of the secret a guess got right.
+        if token_hash(token) != upload.token_hash {
+            return Err(Error::forbidden("the upload token does not match"));
+        }
+        Ok(())
+    }
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// A media type `type/subtype` with optional parameters; what goes into a Content-Type.
+fn parse_content_type(raw: &str) -> Result<String> {
+    let valid = raw.len() <= 255
+        && raw
+            .split(';')
+            .next()
+            .and_then(|essence| essence.trim().split_once('/'))
+            .is_some_and(|(t, s)| is_token(t) && is_token(s))
+        && raw.chars().all(|c| c.is_ascii() && !c.is_ascii_control());
+    if !valid {
+        return Err(Error::bad_input(
+            "contentType must be a media type such as \"text/plain\"",
+        ));
+    }
+    Ok(raw.trim().to_owned())
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+}
