@@ -58,6 +58,21 @@ fn rejected(error: ParseRequestError, max_bytes: u64) -> Response {
     }
 }
 
+/// The body-limit layer answers 413 with a plain-text body; give it the API's JSON shape.
+pub(super) async fn coded_body_limit(
+    State(state): State<AppState>,
+    response: Response,
+) -> Response {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return too_large(state.max_request_bytes);
+    }
+    response
+}
+
 fn too_large(max_bytes: u64) -> Response {
     error_response(
         StatusCode::PAYLOAD_TOO_LARGE,

@@ -47,7 +47,11 @@ pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer
             "/graphql",
             get(graphql::graphql_handler)
                 .post(graphql::graphql_handler)
-                .layer(body_limit),
+                .layer(body_limit)
+                .layer(axum::middleware::map_response_with_state(
+                    state.clone(),
+                    graphql::coded_body_limit,
+                )),
         )
         .route(
             "/blob/{space}/{upload}",

@@ -49,7 +49,9 @@ pub struct ReceivedUpload {
 impl SyncService {
     pub async fn begin_upload(&self, user: &UserId, input: NewUpload) -> Result<UploadTicket> {
         let (upload, token) = self.prepare_upload(user, input).await?;
-        let url_expires = (now() + millis(self.inner.limits.url_ttl)).min(upload.expires_at);
+        // Signed URLs carry whole seconds; the ticket says exactly when the URL stops working.
+        let url_expires =
+            (now() + millis(self.inner.limits.url_ttl)).min(upload.expires_at) / 1000 * 1000;
         let request = self
             .inner
             .store

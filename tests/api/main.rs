@@ -1,0 +1,13 @@
+//! API tests: each test spawns the real server on port 0 with a fresh data dir and talks
+//! to it over HTTP, as a client would.
+
+mod access;
+mod changes;
+mod cli;
+mod concurrency;
+mod helpers;
+mod modify;
+mod ops;
+mod restart;
+mod schema;
+mod uploads;

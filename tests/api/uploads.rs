@@ -1,0 +1,521 @@
+//! The three-phase upload and its failure paths, and the inline upload.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{FILE_FIELDS, http_error_code, sha256_hex, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn three_phase_upload_publishes_a_version_that_downloads() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let bytes = b"hello, filesync\n".to_vec();
+    let ticket = app
+        .begin_upload(
+            "alice",
+            &space,
+            "docs/hello.txt",
+            &bytes,
+            json!({ "contentType": "text/plain" }),
+        )
+        .await;
+    assert_eq!(ticket.0["method"], "PUT");
+    assert_eq!(ticket.0["version"], 1);
+    assert_eq!(
+        ticket.0["headers"],
+        json!([{ "name": "Content-Type", "value": "text/plain" }])
+    );
+
+    let res = app.put_bytes(&ticket, bytes.clone()).await;
+    assert_eq!(res.status(), 200);
+    let file = app.commit("alice", &ticket).await;
+    assert_eq!(file["id"], ticket.file_id());
+    assert_eq!(file["name"], "docs/hello.txt");
+    assert_eq!(file["version"], 1);
+    assert_eq!(file["size"], bytes.len());
+    assert_eq!(file["sha256"], sha256_hex(&bytes));
+    assert_eq!(file["creator"], "alice");
+    assert_eq!(file["deleted"], false);
+
+    let url = file["downloadUrl"].as_str().unwrap();
+    let res = app.get(url).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/plain");
+    assert_eq!(res.bytes().await.unwrap(), bytes);
+
+    let res = app
+        .client
+        .get(url)
+        .header("Range", "bytes=7-14")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.headers()["content-range"], "bytes 7-14/16");
+    assert_eq!(&res.bytes().await.unwrap()[..], b"filesync");
+
+    let res = app
+        .client
+        .get(url)
+        .header("Range", "bytes=-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(&res.bytes().await.unwrap()[..], b"ync\n");
+
+    let res = app
+        .client
+        .get(url)
+        .header("Range", "bytes=100-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(res.headers()["content-range"], "bytes */16");
+}
+
+#[tokio::test]
+async fn download_urls_are_signed_and_expire() {
+    let app = spawn_app_with(|s| s.uploads.download_ttl = Duration::from_secs(1)).await;
+    let space = app.create_space("alice", "Team").await;
+    let file = app.upload("alice", &space, "a.bin", b"abc").await;
+    let url = file["downloadUrl"].as_str().unwrap().to_owned();
+
+    let tampered = url.replace("sig=", "sig=00");
+    let res = app.get(&tampered).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(http_error_code(res).await, "FORBIDDEN");
+    let unsigned = url.split('?').next().unwrap().to_owned();
+    assert_eq!(app.get(&unsigned).await.status(), 403);
+    let other_type = format!("{url}&ct=text%2Fhtml");
+    assert_eq!(app.get(&other_type).await.status(), 403);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let res = app.get(&url).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
+}
+
+#[tokio::test]
+async fn commit_is_idempotent() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let bytes = b"same result twice".to_vec();
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", &bytes, json!({}))
+        .await;
+    // The PUT is the storage event: it commits already.
+    let res = app.put_bytes(&ticket, bytes.clone()).await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["committed"], true);
+    assert_eq!(body["version"], 1);
+
+    let first = app.commit("alice", &ticket).await;
+    let second = app.commit("alice", &ticket).await;
+    assert_eq!(first["version"], 1);
+    assert_eq!(first["cursor"], second["cursor"]);
+    assert_eq!(first["id"], second["id"]);
+    let changes = app.changes("alice", &space, None, None).await;
+    assert_eq!(
+        changes["files"].as_array().unwrap().len(),
+        1,
+        "one change, not three"
+    );
+
+    // A PUT after the commit cannot replace the committed bytes.
+    let res = app.put_bytes(&ticket, b"other bytes here!".to_vec()).await;
+    assert_eq!(res.status(), 400);
+    let res = app.get(first["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.bytes().await.unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn commit_before_the_bytes_is_upload_incomplete() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"12345", json!({}))
+        .await;
+    let body = app.commit_raw("alice", &ticket).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_INCOMPLETE");
+    // Once the bytes arrive, the same upload commits.
+    assert_eq!(
+        app.put_bytes(&ticket, b"12345".to_vec()).await.status(),
+        200
+    );
+    assert_eq!(app.commit("alice", &ticket).await["version"], 1);
+}
+
+#[tokio::test]
+async fn wrong_bytes_are_a_checksum_mismatch_and_publish_nothing() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"right", json!({}))
+        .await;
+    let res = app.put_bytes(&ticket, b"wrong".to_vec()).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(http_error_code(res).await, "CHECKSUM_MISMATCH");
+    let body = app.commit_raw("alice", &ticket).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CHECKSUM_MISMATCH");
+    assert!(app.file("alice", ticket.file_id()).await.is_null());
+    // The client may send the right bytes to the same URL.
+    assert_eq!(
+        app.put_bytes(&ticket, b"right".to_vec()).await.status(),
+        200
+    );
+    assert_eq!(
+        app.commit("alice", &ticket).await["sha256"],
+        sha256_hex(b"right")
+    );
+}
+
+#[tokio::test]
+async fn short_and_oversize_bodies_are_refused() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"0123456789", json!({}))
+        .await;
+
+    let res = app.put_bytes(&ticket, vec![b'x'; 11]).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(http_error_code(res).await, "PAYLOAD_TOO_LARGE");
+    let res = app.put_bytes(&ticket, vec![b'x'; 1 << 20]).await;
+    assert_eq!(res.status(), 413);
+
+    let res = app.put_bytes(&ticket, b"01234".to_vec()).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(http_error_code(res).await, "UPLOAD_INCOMPLETE");
+
+    let body = app.commit_raw("alice", &ticket).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_INCOMPLETE");
+    assert!(app.file("alice", ticket.file_id()).await.is_null());
+    assert_eq!(
+        app.changes("alice", &space, None, None).await["files"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn declared_size_over_the_limit_is_payload_too_large() {
+    let app = spawn_app_with(|s| s.uploads.max_file_size = 1000).await;
+    let space = app.create_space("alice", "Team").await;
+    let body = app
+        .begin_upload_raw(
+            "alice",
+            json!({ "spaceId": space, "name": "big", "size": 1001, "sha256": sha256_hex(b"") }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    let body = app
+        .begin_upload_raw(
+            "alice",
+            json!({ "spaceId": space, "name": "big", "size": -1, "sha256": sha256_hex(b"") }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_INPUT");
+}
+
+#[tokio::test]
+async fn the_put_must_carry_the_declared_content_type() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload(
+            "alice",
+            &space,
+            "a.txt",
+            b"abc",
+            json!({ "contentType": "text/plain" }),
+        )
+        .await;
+    let res = app
+        .client
+        .put(ticket.url())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(http_error_code(res).await, "BAD_INPUT");
+}
+
+#[tokio::test]
+async fn a_wrong_upload_token_is_forbidden() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"abc", json!({}))
+        .await;
+    app.put_bytes(&ticket, b"abc".to_vec()).await;
+    for query in [
+        "mutation($id: ID!) { commitUpload(uploadId: $id, uploadToken: \"guess\") { id } }",
+        "mutation($id: ID!) { cancelUpload(uploadId: $id, uploadToken: \"guess\") }",
+    ] {
+        let (code, _) = app
+            .gql_err(Some("alice"), query, json!({ "id": ticket.upload_id() }))
+            .await;
+        assert_eq!(code, "FORBIDDEN", "{query}");
+    }
+    let (code, _) = app
+        .gql_err(
+            Some("alice"),
+            "mutation { commitUpload(uploadId: \"00000000-0000-0000-0000-000000000000\", uploadToken: \"x\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn expired_and_tampered_upload_urls_are_refused_without_touching_data() {
+    let app = spawn_app_with(|s| s.uploads.url_ttl = Duration::from_secs(1)).await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"abc", json!({}))
+        .await;
+
+    let tampered = ticket.url().replace("expires=", "expires=9");
+    let res = app.client.put(&tampered).body("abc").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(http_error_code(res).await, "FORBIDDEN");
+    let other_upload = ticket
+        .url()
+        .replace(ticket.upload_id(), "00000000-0000-0000-0000-000000000000");
+    assert_eq!(
+        app.client
+            .put(&other_upload)
+            .body("abc")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let res = app.put_bytes(&ticket, b"abc".to_vec()).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
+    let body = app.commit_raw("alice", &ticket).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_INCOMPLETE");
+    assert!(app.file("alice", ticket.file_id()).await.is_null());
+}
+
+#[tokio::test]
+async fn a_never_committed_upload_is_invisible_everywhere() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let committed = app.upload("alice", &space, "keep.txt", b"v1").await;
+    let id = committed["id"].as_str().unwrap();
+    // A pending new file, and a pending version 2 of an existing file, bytes and all.
+    let new = app
+        .begin_upload("alice", &space, "pending.txt", b"new", json!({}))
+        .await;
+    let v2 = app
+        .begin_upload(
+            "alice",
+            &space,
+            "keep.txt",
+            b"v2!",
+            json!({ "fileId": id, "baseVersion": 1 }),
+        )
+        .await;
+    assert_eq!(v2.0["version"], 2);
+    // Bytes present but the commit is refused (wrong checksum): still pending.
+    app.put_bytes(&new, b"NEW".to_vec()).await;
+
+    assert!(app.file("alice", new.file_id()).await.is_null());
+    assert_eq!(app.file("alice", id).await["version"], 1);
+    let data = app
+        .gql(
+            "alice",
+            "query($s: ID!, $id: ID!) { files(spaceId: $s) { edges { node { name version } } }
+               fileVersions(id: $id) { version } v2: file(id: $id, version: 2) { id } }",
+            json!({ "s": space, "id": id }),
+        )
+        .await;
+    assert_eq!(
+        data["files"]["edges"],
+        json!([{ "node": { "name": "keep.txt", "version": 1 } }])
+    );
+    assert_eq!(data["fileVersions"], json!([{ "version": 1 }]));
+    assert!(data["v2"].is_null());
+    let changes = app.changes("alice", &space, None, None).await;
+    assert_eq!(changes["files"].as_array().unwrap().len(), 1);
+    let (code, _) = app
+        .gql_err(
+            Some("alice"),
+            "query($id: ID!) { fileVersions(id: $id) { version } }",
+            json!({ "id": new.file_id() }),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn cancel_abandons_at_once_and_the_sweeper_abandons_expired_uploads() {
+    let app = spawn_app_with(|s| {
+        s.uploads.pending_ttl = Duration::from_secs(2);
+        s.uploads.sweep_interval = Duration::from_millis(200);
+    })
+    .await;
+    let space = app.create_space("alice", "Team").await;
+    let cancel = |t: &crate::helpers::Ticket| json!({ "id": t.upload_id(), "t": t.token() });
+    const CANCEL: &str =
+        "mutation($id: ID!, $t: String!) { cancelUpload(uploadId: $id, uploadToken: $t) }";
+
+    let a = app
+        .begin_upload("alice", &space, "a.txt", b"aaa", json!({}))
+        .await;
+    app.put_bytes(&a, b"AAA".to_vec()).await; // stored, commit refused: pending
+    let a_path = app.blob_dir().join(format!("{space}/{}", a.upload_id()));
+    assert!(a_path.exists());
+    assert_eq!(
+        app.gql("alice", CANCEL, cancel(&a)).await["cancelUpload"],
+        true
+    );
+    assert!(!a_path.exists(), "cancel deletes the bytes at once");
+    assert_eq!(
+        app.gql("alice", CANCEL, cancel(&a)).await["cancelUpload"],
+        false
+    );
+    let body = app.commit_raw("alice", &a).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_EXPIRED");
+
+    let b = app
+        .begin_upload("alice", &space, "b.txt", b"bbb", json!({}))
+        .await;
+    app.put_bytes(&b, b"BBB".to_vec()).await;
+    let b_path = app.blob_dir().join(format!("{space}/{}", b.upload_id()));
+    assert!(b_path.exists());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b_path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweeper never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = app.commit_raw("alice", &b).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_EXPIRED");
+
+    // Committed uploads are never swept.
+    let c = app.upload("alice", &space, "c.txt", b"ccc").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let res = app.get(c["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.bytes().await.unwrap(), &b"ccc"[..]);
+}
+
+#[tokio::test]
+async fn new_versions_conflict_on_a_stale_base_and_names_are_unique() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let v1 = app.upload("alice", &space, "doc.txt", b"one").await;
+    let id = v1["id"].as_str().unwrap();
+
+    // Two clients begin from version 1; the first to commit wins.
+    let x = app
+        .begin_upload(
+            "alice",
+            &space,
+            "doc.txt",
+            b"two",
+            json!({ "fileId": id, "baseVersion": 1 }),
+        )
+        .await;
+    let y = app
+        .begin_upload(
+            "alice",
+            &space,
+            "doc.txt",
+            b"TWO",
+            json!({ "fileId": id, "baseVersion": 1 }),
+        )
+        .await;
+    app.put_bytes(&x, b"two".to_vec()).await;
+    let res = app.put_bytes(&y, b"TWO".to_vec()).await;
+    assert_eq!(res.status(), 409);
+    let body = app.commit_raw("alice", &y).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CONFLICT");
+    assert_eq!(body["errors"][0]["extensions"]["currentVersion"], 2);
+    let file = app.file("alice", id).await;
+    assert_eq!(file["version"], 2);
+    assert_eq!(file["sha256"], sha256_hex(b"two"));
+
+    // A stale base is refused up front too.
+    let body = app
+        .begin_upload_raw(
+            "alice",
+            json!({ "spaceId": space, "fileId": id, "baseVersion": 1, "name": "doc.txt", "size": 1, "sha256": sha256_hex(b"x") }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CONFLICT");
+    assert_eq!(body["errors"][0]["extensions"]["currentVersion"], 2);
+
+    // A second live file may not take the name.
+    let body = app
+        .begin_upload_raw(
+            "alice",
+            json!({ "spaceId": space, "name": "doc.txt", "size": 1, "sha256": sha256_hex(b"x") }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CONFLICT");
+    assert_eq!(body["errors"][0]["extensions"]["fileId"], id);
+}
+
+#[tokio::test]
+async fn small_files_upload_inline_through_graphql_multipart() {
+    let app = spawn_app_with(|s| s.uploads.inline_max_bytes = 64).await;
+    let space = app.create_space("alice", "Team").await;
+    let send = |name: &str, bytes: &[u8], declared_sha: String| {
+        let operations = json!({
+            "query": format!("mutation($input: BeginUploadInput!, $content: Upload!) {{ uploadFile(input: $input, content: $content) {{ {FILE_FIELDS} }} }}"),
+            "variables": { "input": { "spaceId": space, "name": name, "size": bytes.len(), "sha256": declared_sha, "contentType": "text/plain" }, "content": null },
+        });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", r#"{"0": ["variables.content"]}"#)
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("x.txt"),
+            );
+        app.client
+            .post(format!("{}/graphql", app.base))
+            .bearer_auth(app.token("alice"))
+            .multipart(form)
+            .send()
+    };
+    let body: serde_json::Value = send("inline.txt", b"inline bytes", sha256_hex(b"inline bytes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let file = &body["data"]["uploadFile"];
+    assert_eq!(file["version"], 1, "{body}");
+    let res = app.get(file["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.bytes().await.unwrap(), &b"inline bytes"[..]);
+
+    let body: serde_json::Value = send("bad.txt", b"abc", sha256_hex(b"xyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "CHECKSUM_MISMATCH");
+    let big = vec![b'x'; 65];
+    let body: serde_json::Value = send("big.txt", &big, sha256_hex(&big))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    let changes = app.changes("alice", &space, None, None).await;
+    assert_eq!(changes["files"].as_array().unwrap().len(), 1);
+}
