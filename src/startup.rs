@@ -49,7 +49,7 @@ impl App {
         let state = AppState {
             schema: graphql::build_schema(service.clone(), &settings.graphql),
             service: service.clone(),
-            auth: Authenticator::new(&secret, settings.auth.leeway),
+            auth: Arc::new(Authenticator::new(&secret, settings.auth.leeway)),
             url_signer,
             metrics: Arc::new(Metrics::default()),
             draining: draining.clone(),

@@ -12,6 +12,7 @@ use crate::sync::SyncService;
 pub mod error;
 mod mutation;
 mod query;
+mod query_cache;
 pub mod scalars;
 pub mod types;
 
@@ -28,6 +29,7 @@ pub struct Viewer(pub Result<UserId, AuthError>);
 pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(service)
+        .extension(query_cache::QueryCache::default())
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

@@ -32,7 +32,7 @@ pub use errors::status_of;
 pub struct AppState {
     pub service: SyncService,
     pub schema: FilesyncSchema,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     pub url_signer: UrlSigner,
     pub metrics: Arc<metrics::Metrics>,
     /// Set once shutdown begins: `/readyz` then fails so load balancers drain us.

@@ -95,6 +95,13 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// The file's current committed state (a tombstone if deleted).
     async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError>;
+    /// The file and `user`'s role in its space, in one round trip: the access check of
+    /// every operation on a file.
+    async fn file_for(
+        &self,
+        id: FileId,
+        user: &UserId,
+    ) -> Result<Option<(FileRecord, Option<Role>)>, StoreError>;
     async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Every committed version, oldest first.
     async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError>;

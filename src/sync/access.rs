@@ -18,11 +18,7 @@ impl SyncService {
     /// Requires at least `EDITOR` in `space`.
     pub(super) async fn require_writer(&self, user: &UserId, space: SpaceId) -> Result<Role> {
         let role = self.role_in(user, space).await?;
-        if !role.can_write() {
-            return Err(Error::forbidden(format!(
-                "a {role} may not change files in this space"
-            )));
-        }
+        require_write(role)?;
         Ok(role)
     }
 
@@ -32,20 +28,19 @@ impl SyncService {
         user: &UserId,
         id: FileId,
     ) -> Result<(FileRecord, Role)> {
-        let file = self
-            .inner
-            .store
-            .meta
-            .file(id)
-            .await?
-            .ok_or(Error::NotFound("file"))?;
-        let role = self
-            .inner
-            .store
-            .meta
-            .role(file.space_id, user)
-            .await?
-            .ok_or(Error::NotFound("file"))?;
-        Ok((file, role))
+        match self.inner.store.meta.file_for(id, user).await? {
+            Some((file, Some(role))) => Ok((file, role)),
+            _ => Err(Error::NotFound("file")),
+        }
     }
+}
+
+/// Requires a role that may create and modify files.
+pub(super) fn require_write(role: Role) -> Result<()> {
+    if !role.can_write() {
+        return Err(Error::forbidden(format!(
+            "a {role} may not change files in this space"
+        )));
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Changes that need no new bytes: metadata/rename, delete (tombstone), restore.
 
+use super::access::require_write;
 use super::{Error, Result, SyncService, now};
 use crate::domain::{
     ChangeKind, FileId, FileName, FileRecord, Metadata, MetadataEntry, Role, UserId,
@@ -26,8 +27,8 @@ impl SyncService {
         update: FileUpdate,
     ) -> Result<FileRecord> {
         let base = parse_version(base_version, "baseVersion")?;
-        let (file, _) = self.visible_file(user, id).await?;
-        self.require_writer(user, file.space_id).await?;
+        let (file, role) = self.visible_file(user, id).await?;
+        require_write(role)?;
         if file.deleted {
             return Err(Error::bad_input(
                 "the file is deleted; restore a version of it first",
@@ -119,8 +120,8 @@ impl SyncService {
     ) -> Result<FileRecord> {
         let number = parse_version(version, "version")?;
         let base = parse_version(base_version, "baseVersion")?;
-        let (file, _) = self.visible_file(user, id).await?;
-        self.require_writer(user, file.space_id).await?;
+        let (file, role) = self.visible_file(user, id).await?;
+        require_write(role)?;
         let old = self
             .inner
             .store

@@ -48,12 +48,11 @@ impl MetadataStore for Db {
     }
 
     async fn space(&self, id: SpaceId) -> Result<Option<Space>, StoreError> {
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             conn.prepare_cached(&format!("SELECT {SPACE_COLUMNS} FROM spaces WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id.to_string()], rows::space).optional())
                 .map_err(internal)
         })
-        .await
     }
 
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
@@ -82,7 +81,7 @@ impl MetadataStore for Db {
 
     async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
         let user = user.clone();
-        self.read(move |conn| role_in(conn, space, &user)).await
+        self.lookup(move |conn| role_in(conn, space, &user))
     }
 
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
@@ -156,11 +155,38 @@ impl MetadataStore for Db {
     }
 
     async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError> {
-        self.read(move |conn| file_by_id(conn, id)).await
+        self.lookup(move |conn| file_by_id(conn, id))
+    }
+
+    async fn file_for(
+        &self,
+        id: FileId,
+        user: &UserId,
+    ) -> Result<Option<(FileRecord, Option<Role>)>, StoreError> {
+        let user = user.clone();
+        self.lookup(move |conn| {
+            let sql = format!(
+                "SELECT {FILE_COLUMNS}, (SELECT role FROM members m
+                     WHERE m.space_id = files.space_id AND m.user_id = ?2)
+                 FROM files WHERE id = ?1"
+            );
+            let found = conn
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_row(params![id.to_string(), user.as_str()], |row| {
+                        Ok((rows::file(row)?, row.get::<_, Option<String>>(14)?))
+                    })
+                    .optional()
+                })
+                .map_err(internal)?;
+            found
+                .map(|(file, role)| Ok((file, role.as_deref().map(parse_role).transpose()?)))
+                .transpose()
+        })
     }
 
     async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError> {
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {VERSION_COLUMNS} FROM versions WHERE file_id = ?1 AND number = ?2"
             ))
@@ -170,7 +196,6 @@ impl MetadataStore for Db {
             })
             .map_err(internal)
         })
-        .await
     }
 
     async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
@@ -235,7 +260,7 @@ impl MetadataStore for Db {
         name: &FileName,
     ) -> Result<Option<FileRecord>, StoreError> {
         let name = name.as_str().to_owned();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} FROM files
                  WHERE space_id = ?1 AND name = ?2 AND deleted = 0"
@@ -246,7 +271,6 @@ impl MetadataStore for Db {
             })
             .map_err(internal)
         })
-        .await
     }
 
     async fn changes(
@@ -308,14 +332,13 @@ impl MetadataStore for Db {
     }
 
     async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError> {
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"
             ))
             .and_then(|mut s| s.query_row([id.to_string()], rows::upload).optional())
             .map_err(internal)
         })
-        .await
     }
 
     async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
@@ -359,8 +382,7 @@ impl MetadataStore for Db {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
-            .await
+        self.lookup(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(internal))
     }
 }
 

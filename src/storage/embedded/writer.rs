@@ -93,26 +93,26 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, feed: broadcast::Sender<Com
 /// Runs a batch in one transaction and delivers every result; `true` if it committed.
 fn run_batch(conn: &Connection, batch: Vec<Job>, notices: &mut Vec<CommitNotice>) -> bool {
     let mut finishes = Vec::with_capacity(batch.len());
-    let mut healthy = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let mut healthy = exec_cached(conn, "BEGIN IMMEDIATE").is_ok();
     for job in batch {
         // Once the transaction is unusable the remaining jobs are dropped unrun; dropping
         // a job drops its reply sender, which its caller sees as an internal error.
-        if !healthy || conn.execute_batch("SAVEPOINT op").is_err() {
+        if !healthy || exec_cached(conn, "SAVEPOINT op").is_err() {
             healthy = false;
             continue;
         }
         let mark = notices.len();
         let (ok, finish) = job(conn, notices);
         let closed = if ok {
-            conn.execute_batch("RELEASE op")
+            exec_cached(conn, "RELEASE op")
         } else {
             notices.truncate(mark);
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+            exec_cached(conn, "ROLLBACK TO op").and_then(|()| exec_cached(conn, "RELEASE op"))
         };
         healthy &= closed.is_ok();
         finishes.push(finish);
     }
-    let committed = healthy && conn.execute_batch("COMMIT").is_ok();
+    let committed = healthy && exec_cached(conn, "COMMIT").is_ok();
     if !committed {
         tracing::error!("sqlite batch could not be committed; rolling back");
         let _ = conn.execute_batch("ROLLBACK");
@@ -122,4 +122,9 @@ fn run_batch(conn: &Connection, batch: Vec<Job>, notices: &mut Vec<CommitNotice>
         finish(committed);
     }
     committed
+}
+
+/// Runs a statement kept prepared across batches (these run several times per batch).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
