@@ -12,7 +12,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::auth::{self, Authenticator};
 use crate::config::Settings;
-use crate::graphql;
+use crate::graphql::{self, QueryCache};
 use crate::http::{self, AppState, metrics::Metrics};
 use crate::storage::{self, OpenContext, url_signing::UrlSigner};
 use crate::sync::{Limits, SyncService};
@@ -49,6 +49,7 @@ impl App {
         let state = AppState {
             schema: graphql::build_schema(service.clone(), &settings.graphql),
             service: service.clone(),
+            query_cache: Arc::new(QueryCache::default()),
             auth: Arc::new(Authenticator::new(&secret, settings.auth.leeway)),
             url_signer,
             metrics: Arc::new(Metrics::default()),

@@ -42,6 +42,9 @@ struct Args {
     /// The server binary (default: `filesync` next to this one).
     #[arg(long)]
     server: Option<PathBuf>,
+    /// Run in this (new) data dir and keep it afterwards, for inspection.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Record the figures in this Markdown file (between the benchmark markers).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -80,9 +83,14 @@ impl Drop for Server {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("filesync-bench-{}", uuid::Uuid::new_v4()));
+    let dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("filesync-bench-{}", uuid::Uuid::new_v4())),
+    };
     let result = bench(&args, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let report = result?;
     println!("{report}");
     if let Some(path) = &args.write {
@@ -380,6 +388,41 @@ async fn current_version(client: &Client, id: &str) -> anyhow::Result<i64> {
     data["file"]["version"].as_i64().context("version")
 }
 
+/// What a sync client keeps of a `changes` page (deserialised into types, as a real
+/// client would, rather than into a generic JSON tree).
+#[derive(serde::Deserialize)]
+struct PageResponse {
+    data: Option<PageData>,
+    errors: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct PageData {
+    changes: ChangePage,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangePage {
+    files: Vec<ChangedFile>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // read by the client, not by the benchmark
+struct ChangedFile {
+    id: String,
+    name: String,
+    version: u32,
+    size: u64,
+    sha256: String,
+    deleted: bool,
+    cursor: String,
+    download_url: Option<String>,
+}
+
 /// Pages through the whole space; returns the time and the number of pages.
 async fn page_through(
     client: &Client,
@@ -392,14 +435,24 @@ async fn page_through(
     let mut since: Option<String> = None;
     let (mut files, mut pages) = (0, 0);
     loop {
-        let data = client
-            .gql(query, json!({ "s": space, "c": since, "l": page }))
+        let body = client
+            .http
+            .post(&client.url)
+            .bearer_auth(&client.token)
+            .json(&json!({ "query": query, "variables": { "s": space, "c": since, "l": page } }))
+            .send()
+            .await?
+            .bytes()
             .await?;
-        let changes = &data["changes"];
-        files += changes["files"].as_array().context("files")?.len();
+        let response: PageResponse = serde_json::from_slice(&body)?;
+        if let Some(errors) = response.errors {
+            bail!("GraphQL errors: {errors}");
+        }
+        let changes = response.data.context("no data")?.changes;
+        files += changes.files.len();
         pages += 1;
-        since = Some(changes["nextCursor"].as_str().context("cursor")?.to_owned());
-        if changes["hasMore"] == false {
+        since = Some(changes.next_cursor);
+        if !changes.has_more {
             break;
         }
     }

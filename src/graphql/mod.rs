@@ -13,6 +13,8 @@ pub mod error;
 mod mutation;
 mod query;
 mod query_cache;
+
+pub use query_cache::QueryCache;
 pub mod scalars;
 pub mod types;
 
@@ -29,7 +31,6 @@ pub struct Viewer(pub Result<UserId, AuthError>);
 pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .data(service)
-        .extension(query_cache::QueryCache::default())
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()

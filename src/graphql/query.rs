@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::error::{IntoGql, bad_input};
 use super::scalars::Cursor;
-use super::types::{ChangePage, File, FileVersion, Space, User};
+use super::types::{ChangePage, File, FileList, FileVersion, Space, User};
 use super::{parse_id, service, viewer};
 
 pub struct Query;
@@ -119,7 +119,7 @@ impl Query {
             .await
             .gql()?;
         Ok(ChangePage {
-            files: page.files.into_iter().map(File).collect(),
+            files: FileList(page.files.into_iter().map(File).collect()),
             next_cursor: page.next_cursor.into(),
             has_more: page.has_more,
         })

@@ -1,13 +1,14 @@
 //! A cache of parsed query documents. Clients send the same few operations over and
 //! over; parsing is a large share of a small mutation's cost, cloning a parsed document
-//! is not. Parse errors are not cached (each bad query is parsed and reported anew).
+//! is not. (Done on the request rather than as a schema extension: any extension adds a
+//! hook call to every field resolved, which slowed large pages.) Parse errors are not
+//! cached: each bad query is parsed and reported anew.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
+use async_graphql::Request;
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerResult, Variables};
 
 /// Distinct documents kept; past this the cache starts over (a client generating unique
 /// queries cannot grow memory, and the common operations are back within a request).
@@ -17,42 +18,34 @@ const MAX_QUERY_BYTES: usize = 16 * 1024;
 
 #[derive(Default)]
 pub struct QueryCache {
-    documents: Arc<Mutex<HashMap<String, ExecutableDocument>>>,
+    // A std Mutex: held for one lookup or insert, never across an await.
+    documents: Mutex<HashMap<String, ExecutableDocument>>,
 }
 
-struct QueryCacheExtension {
-    documents: Arc<Mutex<HashMap<String, ExecutableDocument>>>,
-}
-
-impl ExtensionFactory for QueryCache {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryCacheExtension {
-            documents: self.documents.clone(),
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for QueryCacheExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        // A std Mutex: held for a lookup or an insert, never across an await.
-        if let Some(doc) = self.documents.lock().expect("cache poisoned").get(query) {
-            return Ok(doc.clone());
+impl QueryCache {
+    /// Gives `request` its parsed document, from the cache or freshly parsed.
+    pub fn prepare(&self, request: &mut Request) {
+        let cached = self
+            .documents
+            .lock()
+            .expect("query cache poisoned")
+            .get(&request.query)
+            .cloned();
+        if let Some(doc) = cached {
+            request.set_parsed_query(doc);
+            return;
         }
-        let doc = next.run(ctx, query, variables).await?;
-        if query.len() <= MAX_QUERY_BYTES {
-            let mut documents = self.documents.lock().expect("cache poisoned");
-            if documents.len() >= CAPACITY {
-                documents.clear();
-            }
-            documents.insert(query.to_owned(), doc.clone());
+        if request.query.len() > MAX_QUERY_BYTES {
+            return;
         }
-        Ok(doc)
+        // On a syntax error, leave the request as it is: execution reports the error.
+        let Ok(doc) = request.parsed_query().cloned() else {
+            return;
+        };
+        let mut documents = self.documents.lock().expect("query cache poisoned");
+        if documents.len() >= CAPACITY {
+            documents.clear();
+        }
+        documents.insert(request.query.clone(), doc);
     }
 }

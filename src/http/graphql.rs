@@ -18,7 +18,7 @@ pub(super) async fn graphql_handler(
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
-    let request = match request {
+    let mut request = match request {
         Ok(request) => request.into_inner(),
         Err(rejection) => return rejected(rejection.0, state.max_request_bytes),
     };
@@ -29,6 +29,7 @@ pub(super) async fn graphql_handler(
             "mutations must be sent with POST",
         );
     }
+    state.query_cache.prepare(&mut request);
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let viewer = Viewer(state.auth.verify_header(header));
     let mut response = state.schema.execute(request.data(viewer)).await;

@@ -15,7 +15,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
-use crate::graphql::FilesyncSchema;
+use crate::graphql::{FilesyncSchema, QueryCache};
 use crate::storage::url_signing::UrlSigner;
 use crate::sync::SyncService;
 
@@ -32,6 +32,7 @@ pub use errors::status_of;
 pub struct AppState {
     pub service: SyncService,
     pub schema: FilesyncSchema,
+    pub query_cache: Arc<QueryCache>,
     pub auth: Arc<Authenticator>,
     pub url_signer: UrlSigner,
     pub metrics: Arc<metrics::Metrics>,
