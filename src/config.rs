@@ -254,6 +254,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("filesync.example.toml");
+        let from_file = Settings::load(Some(&path)).expect("example loads");
+        let defaults = Settings::default();
+        // Compare through TOML so every field is covered without PartialEq everywhere.
+        assert_eq!(
+            toml::to_string(&from_file).unwrap(),
+            toml::to_string(&defaults).unwrap()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("f.toml", "[server]\nlisen = \"0.0.0.0:9000\"\n")?;

@@ -18,8 +18,9 @@ use filesync::startup::{App, shutdown_signal};
     about = "A self-hostable GraphQL server for file sync"
 )]
 struct Cli {
+    /// What to do; `serve` when omitted, so `cargo run` starts a server.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -66,7 +67,12 @@ fn main() -> ExitCode {
     // SAFETY: sets a process-wide allocator option before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
     let cli = Cli::parse();
-    let result = match cli.command {
+    let command = cli.command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+        data_dir: None,
+    });
+    let result = match command {
         Command::Serve {
             config,
             listen,
