@@ -10,6 +10,7 @@ use crate::domain::UserId;
 use crate::sync::SyncService;
 
 pub mod error;
+mod file_list;
 mod mutation;
 mod query;
 mod query_cache;

@@ -4,8 +4,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::error::{IntoGql, bad_input};
+use super::file_list::FileList;
 use super::scalars::Cursor;
-use super::types::{ChangePage, File, FileList, FileVersion, Space, User};
+use super::types::{ChangePage, File, FileVersion, Space, User};
 use super::{parse_id, service, viewer};
 
 pub struct Query;

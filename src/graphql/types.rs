@@ -1,16 +1,10 @@
 //! GraphQL object, input and enum types, as thin views over domain records.
 
-use std::borrow::Cow;
-
-use async_graphql::parser::types::Field;
-use async_graphql::registry::Registry;
-use async_graphql::{
-    Context, ContextSelectionSet, Enum, ID, InputObject, Object, OutputType, Positioned,
-    ServerResult, SimpleObject, Value,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::error::IntoGql;
+use super::file_list::FileList;
 use super::scalars::{Cursor, Size};
 use super::{service, viewer};
 use crate::domain::{self, FileRecord, Millis, VersionRecord};
@@ -232,44 +226,6 @@ impl File {
     }
     async fn metadata(&self) -> Vec<MetadataEntry> {
         metadata(&self.0.metadata)
-    }
-}
-
-/// A page of files, resolved one after the other.
-///
-/// async-graphql resolves list items concurrently, with a future set per list; for a page
-/// of 1,000 locally computed files that bookkeeping cost more than the fields themselves
-/// (the `changes` paging benchmark). In the schema this is exactly `[File!]!`. No schema
-/// extension is installed; with one, this list would bypass its per-item resolve hook.
-pub struct FileList(pub Vec<File>);
-
-impl OutputType for FileList {
-    fn type_name() -> Cow<'static, str> {
-        Vec::<File>::type_name()
-    }
-
-    fn qualified_type_name() -> String {
-        Vec::<File>::qualified_type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        Vec::<File>::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        let mut items = Vec::with_capacity(self.0.len());
-        for (idx, file) in self.0.iter().enumerate() {
-            let ctx_idx = ctx.with_index(idx);
-            let item = OutputType::resolve(file, &ctx_idx, field)
-                .await
-                .map_err(|e| ctx_idx.set_error_path(e))?;
-            items.push(item);
-        }
-        Ok(Value::List(items))
     }
 }
 

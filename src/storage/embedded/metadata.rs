@@ -417,7 +417,11 @@ fn publish(
         (None, Some(_)) => return Err(StoreError::Conflict { current: 0 }),
     };
 
-    if !change.deleted {
+    // A live file keeping its own name cannot clash: the name is already its own.
+    let keeps_its_name = current
+        .as_ref()
+        .is_some_and(|f| !f.deleted && f.name == change.name);
+    if !change.deleted && !keeps_its_name {
         let taken: Option<(String, u32)> = conn
             .prepare_cached(
                 "SELECT id, version FROM files
