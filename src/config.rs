@@ -255,14 +255,17 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid_and_shows_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("filesync.example.toml");
-        let from_file = Settings::load(Some(&path)).expect("example loads");
-        let defaults = Settings::default();
-        // Compare through TOML so every field is covered without PartialEq everywhere.
-        assert_eq!(
-            toml::to_string(&from_file).unwrap(),
-            toml::to_string(&defaults).unwrap()
-        );
+        // Inside a Jail: the other tests set FILESYNC_* variables, which are process-wide.
+        figment::Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("filesync.example.toml");
+            let from_file = Settings::load(Some(&path)).expect("example loads");
+            // Compared through TOML so every field is covered without PartialEq everywhere.
+            assert_eq!(
+                toml::to_string(&from_file).unwrap(),
+                toml::to_string(&Settings::default()).unwrap()
+            );
+            Ok(())
+        });
     }
 
     #[test]

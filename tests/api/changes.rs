@@ -165,12 +165,7 @@ async fn files_is_a_relay_connection_with_a_prefix_filter() {
         .gql("alice", Q, json!({ "s": space, "p": "docs/", "f": 2 }))
         .await["files"]
         .clone();
-    let names: Vec<_> = page["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["name"].clone())
-        .collect();
+    let names = node_names(&page);
     assert_eq!(names, vec![json!("docs/a.md"), json!("docs/b.md")]);
     assert_eq!(page["pageInfo"]["hasNextPage"], true);
     let after = page["pageInfo"]["endCursor"].clone();
@@ -182,12 +177,7 @@ async fn files_is_a_relay_connection_with_a_prefix_filter() {
         )
         .await["files"]
         .clone();
-    let names: Vec<_> = page["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["node"]["name"].clone())
-        .collect();
+    let names = node_names(&page);
     assert_eq!(names, vec![json!("docs/c.md")]);
     assert_eq!(page["pageInfo"]["hasNextPage"], false);
     let all = app.gql("alice", Q, json!({ "s": space })).await["files"]["edges"]
@@ -199,6 +189,15 @@ async fn files_is_a_relay_connection_with_a_prefix_filter() {
         .gql_err(Some("alice"), Q, json!({ "s": space, "a": "%%%" }))
         .await;
     assert_eq!(code, "BAD_INPUT");
+}
+
+fn node_names(connection: &serde_json::Value) -> Vec<serde_json::Value> {
+    connection["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["name"].clone())
+        .collect()
 }
 
 /// A client paging while others write misses nothing: once it reaches the head after the

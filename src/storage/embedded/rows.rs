@@ -53,6 +53,16 @@ fn u64_at(row: &Row, idx: usize) -> rusqlite::Result<u64> {
     u64::try_from(v).map_err(|e| bad(idx, e))
 }
 
+/// `blob_key, size, sha256, content_type`, in that order from column `first`.
+fn content(row: &Row, first: usize) -> rusqlite::Result<Content> {
+    Ok(Content {
+        blob_key: row.get(first)?,
+        size: u64_at(row, first + 1)?,
+        sha256: sha(row, first + 2)?,
+        content_type: row.get(first + 3)?,
+    })
+}
+
 pub(super) fn space(row: &Row) -> rusqlite::Result<Space> {
     Ok(Space {
         id: parsed(row, 0)?,
@@ -69,12 +79,7 @@ pub(super) fn file(row: &Row) -> rusqlite::Result<FileRecord> {
         space_id: parsed(row, 1)?,
         name: FileName::from_stored(row.get(2)?),
         version: row.get(3)?,
-        content: Content {
-            blob_key: row.get(4)?,
-            size: u64_at(row, 5)?,
-            sha256: sha(row, 6)?,
-            content_type: row.get(7)?,
-        },
+        content: content(row, 4)?,
         metadata: metadata(row, 8)?,
         creator: user(row, 9)?,
         created_at: row.get(10)?,
@@ -92,12 +97,7 @@ pub(super) fn version(row: &Row) -> rusqlite::Result<VersionRecord> {
         seq: u64_at(row, 3)?,
         kind: parsed(row, 4)?,
         name: FileName::from_stored(row.get(5)?),
-        content: Content {
-            blob_key: row.get(6)?,
-            size: u64_at(row, 7)?,
-            sha256: sha(row, 8)?,
-            content_type: row.get(9)?,
-        },
+        content: content(row, 6)?,
         metadata: metadata(row, 10)?,
         deleted: row.get(11)?,
         author: user(row, 12)?,
