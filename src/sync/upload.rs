@@ -108,8 +108,21 @@ impl SyncService {
     ) -> Result<ReceivedUpload> {
         let _guard = self.inner.upload_locks.lock(id).await;
         let upload = self.pending(id).await?;
-        if upload.state == UploadState::Committed {
-            return Err(Error::bad_input("the upload is already committed"));
+        // Bytes are taken only for a pending upload: a committed object is never replaced,
+        // and bytes for an abandoned one would be stored where no sweeper looks.
+        match upload.state {
+            UploadState::Committed => {
+                return Err(Error::bad_input("the upload is already committed"));
+            }
+            UploadState::Abandoned => {
+                return Err(Error::UploadExpired(
+                    "the upload was cancelled or has expired".into(),
+                ));
+            }
+            UploadState::Pending if now() >= upload.expires_at => {
+                return Err(Error::UploadExpired("the upload has expired".into()));
+            }
+            UploadState::Pending => {}
         }
         if upload.content_type.is_some() && content_type != upload.content_type {
             return Err(Error::bad_input(format!(

@@ -384,6 +384,11 @@ async fn cancel_abandons_at_once_and_the_sweeper_abandons_expired_uploads() {
         app.gql("alice", CANCEL, cancel(&a)).await["cancelUpload"],
         false
     );
+    // Its URL still works for a while, but bytes for an abandoned upload are refused.
+    let res = app.put_bytes(&a, b"aaa".to_vec()).await;
+    assert_eq!(res.status(), 410);
+    assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
+    assert!(!a_path.exists(), "nothing stored for an abandoned upload");
     let body = app.commit_raw("alice", &a).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_EXPIRED");
 
@@ -518,4 +523,16 @@ async fn small_files_upload_inline_through_graphql_multipart() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
     let changes = app.changes("alice", &space, None, None).await;
     assert_eq!(changes["files"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_empty_file_uploads_and_downloads() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let file = app.upload("alice", &space, "empty", b"").await;
+    assert_eq!(file["size"], 0);
+    assert_eq!(file["sha256"], sha256_hex(b""));
+    let res = app.get(file["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.unwrap().is_empty());
 }
