@@ -103,21 +103,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each measurement gets its own server and data dir: seeding 100,000 files just before
+/// the update runs made them compete with that data's checkpoint and writeback.
 async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
-    eprintln!("seeding {} files for the paging run…", args.changes);
-    let paging_space = seed(dir, args.changes).await?;
-    let server = start_server(args, dir)?;
-    let secret = load_or_create_secret(dir)?;
-    let auth = Authenticator::new(&secret, Duration::from_secs(30));
-    let token = auth.issue(&UserId::parse("bench")?, Duration::from_secs(3600))?;
-    let client = Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?,
-        url: format!("{}/graphql", server.base),
-        token,
-    };
-
     let mut report = String::new();
     report.push_str(&format!(
         "Measured {} on {} cores; server: `filesync serve` (release build, embedded \
@@ -126,6 +114,27 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
         chrono::Utc::now().format("%Y-%m-%d"),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     ));
+    update_runs(args, &dir.join("updates"), &mut report).await?;
+    paging_runs(args, &dir.join("paging"), &mut report).await?;
+    Ok(report)
+}
+
+/// A client of a server started on `dir`, as user `bench`.
+fn client_for(server: &Server, dir: &Path) -> anyhow::Result<Client> {
+    let secret = load_or_create_secret(dir)?;
+    let auth = Authenticator::new(&secret, Duration::from_secs(30));
+    Ok(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?,
+        url: format!("{}/graphql", server.base),
+        token: auth.issue(&UserId::parse("bench")?, Duration::from_secs(3600))?,
+    })
+}
+
+async fn update_runs(args: &Args, dir: &Path, report: &mut String) -> anyhow::Result<()> {
+    let server = start_server(args, dir)?;
+    let client = client_for(&server, dir)?;
     report.push_str(&format!(
         "Update runs: {} s each after {} s of warm-up, {} per client count; the run with the \
          median throughput is shown.\n\n",
@@ -135,7 +144,6 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     ));
     report.push_str("| run | clients | requests | throughput | p50 | p99 | max |\n");
     report.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-
     let max_clients = args.clients.iter().copied().max().unwrap_or(1);
     let files = create_files(&client, max_clients).await?;
     for &n in &args.clients {
@@ -161,7 +169,14 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
             ms(r.latency.max()),
         ));
     }
+    Ok(())
+}
 
+async fn paging_runs(args: &Args, dir: &Path, report: &mut String) -> anyhow::Result<()> {
+    eprintln!("seeding {} files for the paging run…", args.changes);
+    let space = seed(dir, args.changes).await?;
+    let server = start_server(args, dir)?;
+    let client = client_for(&server, dir)?;
     report.push_str(
         "\n| paging run | files | page size | pages | time (median of 3) |\n|---|---:|---:|---:|---:|\n",
     );
@@ -177,7 +192,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
         let mut pages = 0;
         for _ in 0..3 {
             let (elapsed, n) =
-                page_through(&client, &paging_space, args.page, query, args.changes).await?;
+                page_through(&client, &space, args.page, query, args.changes).await?;
             times.push(elapsed);
             pages = n;
         }
@@ -189,8 +204,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
             times[1].as_secs_f64()
         ));
     }
-    drop(server);
-    Ok(report)
+    Ok(())
 }
 
 /// Publishes `n` files into a new space through the storage layer (the paging run
