@@ -176,15 +176,6 @@ impl FromStr for ChangeKind {
     }
 }
 
-/// A version's state as clients see it. Pending uploads are never listed as versions; the
-/// state is part of the API so that history can say so explicitly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionState {
-    Pending,
-    Committed,
-    Abandoned,
-}
-
 /// The current, committed state of a file (possibly a tombstone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRecord {

@@ -13,7 +13,6 @@ mod upload;
 pub use cursor::{Cursor, CursorError};
 pub use file::{
     ChangeKind, Content, FileRecord, Metadata, MetadataEntry, Sha256, Size, VersionRecord,
-    VersionState,
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
 pub use name::{FileName, SpaceName};

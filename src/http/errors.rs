@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::sync::Error;
 
 /// The HTTP status for an error code.
-pub fn status_of(error: &Error) -> StatusCode {
+fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,

@@ -25,8 +25,6 @@ mod graphql;
 mod health;
 pub mod metrics;
 
-pub use errors::status_of;
-
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
