@@ -111,10 +111,5 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
 }
 
 pub(super) async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
