@@ -384,11 +384,6 @@ async fn cancel_abandons_at_once_and_the_sweeper_abandons_expired_uploads() {
         app.gql("alice", CANCEL, cancel(&a)).await["cancelUpload"],
         false
     );
-    // Its URL still works for a while, but bytes for an abandoned upload are refused.
-    let res = app.put_bytes(&a, b"aaa".to_vec()).await;
-    assert_eq!(res.status(), 410);
-    assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
-    assert!(!a_path.exists(), "nothing stored for an abandoned upload");
     let body = app.commit_raw("alice", &a).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "UPLOAD_EXPIRED");
 
@@ -535,4 +530,29 @@ async fn an_empty_file_uploads_and_downloads() {
     let res = app.get(file["downloadUrl"].as_str().unwrap()).await;
     assert_eq!(res.status(), 200);
     assert!(res.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bytes_for_a_cancelled_upload_are_refused_and_not_stored() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "a.txt", b"aaa", json!({}))
+        .await;
+    let cancelled = app
+        .gql(
+            "alice",
+            "mutation($id: ID!, $t: String!) { cancelUpload(uploadId: $id, uploadToken: $t) }",
+            json!({ "id": ticket.upload_id(), "t": ticket.token() }),
+        )
+        .await;
+    assert_eq!(cancelled["cancelUpload"], true);
+    // The URL is still within its lifetime, but the upload is no longer pending.
+    let res = app.put_bytes(&ticket, b"aaa".to_vec()).await;
+    assert_eq!(res.status(), 410);
+    assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
+    let path = app
+        .blob_dir()
+        .join(format!("{space}/{}", ticket.upload_id()));
+    assert!(!path.exists(), "nothing stored for an abandoned upload");
 }
