@@ -110,20 +110,10 @@ impl SyncService {
         let upload = self.pending(id).await?;
         // Bytes are taken only for a pending upload: a committed object is never replaced,
         // and bytes for an abandoned one would be stored where no sweeper looks.
-        match upload.state {
-            UploadState::Committed => {
-                return Err(Error::bad_input("the upload is already committed"));
-            }
-            UploadState::Abandoned => {
-                return Err(Error::UploadExpired(
-                    "the upload was cancelled or has expired".into(),
-                ));
-            }
-            UploadState::Pending if now() >= upload.expires_at => {
-                return Err(Error::UploadExpired("the upload has expired".into()));
-            }
-            UploadState::Pending => {}
+        if upload.state == UploadState::Committed {
+            return Err(Error::bad_input("the upload is already committed"));
         }
+        refuse_if_abandoned(&upload)?;
         if upload.content_type.is_some() && content_type != upload.content_type {
             return Err(Error::bad_input(format!(
                 "Content-Type must be {:?}, as declared in beginUpload",
@@ -284,18 +274,10 @@ impl SyncService {
     /// Verifies the object and publishes it. The caller holds the upload's lock.
     async fn commit_locked(&self, id: UploadId) -> Result<FileRecord> {
         let upload = self.pending(id).await?;
-        match upload.state {
-            UploadState::Committed => return self.committed_result(&upload).await,
-            UploadState::Abandoned => {
-                return Err(Error::UploadExpired(
-                    "the upload was cancelled or has expired".into(),
-                ));
-            }
-            UploadState::Pending if now() >= upload.expires_at => {
-                return Err(Error::UploadExpired("the upload has expired".into()));
-            }
-            UploadState::Pending => {}
+        if upload.state == UploadState::Committed {
+            return self.committed_result(&upload).await;
         }
+        refuse_if_abandoned(&upload)?;
         // The author must still be allowed to write when the change is published.
         self.require_writer(&upload.author, upload.space_id).await?;
 
@@ -389,6 +371,19 @@ impl SyncService {
             return Err(Error::forbidden("the upload token does not match"));
         }
         Ok(())
+    }
+}
+
+/// `UPLOAD_EXPIRED` for an upload that was abandoned or is past its expiry.
+fn refuse_if_abandoned(upload: &PendingUpload) -> Result<()> {
+    match upload.state {
+        UploadState::Abandoned => Err(Error::UploadExpired(
+            "the upload was cancelled or has expired".into(),
+        )),
+        UploadState::Pending if now() >= upload.expires_at => {
+            Err(Error::UploadExpired("the upload has expired".into()))
+        }
+        UploadState::Pending | UploadState::Committed => Ok(()),
     }
 }
 
