@@ -193,6 +193,15 @@ pub struct FileRecord {
     pub seq: u64,
 }
 
+/// One entry of a space's commit log: what a change did, who did it, and the file as the
+/// change left it (`file.version`, `file.seq` and `file.updated_at` are the change's own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub actor: UserId,
+    pub file: FileRecord,
+}
+
 /// One immutable, committed version of a file. Each is one change of its space.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRecord {

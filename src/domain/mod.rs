@@ -12,7 +12,7 @@ mod upload;
 
 pub use cursor::{Cursor, CursorError};
 pub use file::{
-    ChangeKind, Content, FileRecord, Metadata, MetadataEntry, Sha256, Size, VersionRecord,
+    Change, ChangeKind, Content, FileRecord, Metadata, MetadataEntry, Sha256, Size, VersionRecord,
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
 pub use name::{FileName, SpaceName};

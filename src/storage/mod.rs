@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 
 use crate::config::{Backend, StorageSettings};
 use crate::domain::{
-    ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload, Role,
-    Sha256, SpaceId, SpaceName, UploadId, UserId, VersionRecord,
+    Change, ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload,
+    Role, Sha256, SpaceId, SpaceName, UploadId, UserId, VersionRecord,
 };
 
 pub mod embedded;
@@ -61,11 +61,15 @@ pub struct Publish {
     pub upload: Option<UploadId>,
 }
 
-/// Notice that a space's seq advanced; subscribers read the change itself from the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommitNotice {
-    pub space_id: SpaceId,
-    pub seq: u64,
+/// What the change feed reports once the store has made a write durable. A notice is a
+/// trigger, not the data: the live hub reads the change itself from the store, so a
+/// notice that arrives twice, late or out of order does no harm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A space's seq advanced to `seq`.
+    Committed { space_id: SpaceId, seq: u64 },
+    /// `user`'s role in the space changed, or `user` left it.
+    MembershipChanged { space_id: SpaceId, user: UserId },
 }
 
 /// Versioned metadata: spaces, members, files, versions, pending uploads.
@@ -127,6 +131,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<FileRecord>, StoreError>;
+    /// The space's commit log: every committed change with `seq > after_seq`, in seq order,
+    /// each with the file as that change left it. Only committed changes are ever listed,
+    /// and a change with seq `n` is listed only once every change before it is.
+    async fn commit_log(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
 
     async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError>;
     async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError>;
@@ -246,9 +259,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
 
-/// The source of commit notices (embedded: the writer's commit log; AWS: DynamoDB Streams).
+/// The source of notices (embedded: the writer's commit log; AWS: DynamoDB Streams).
 pub trait ChangeFeed: Send + Sync + 'static {
-    fn subscribe(&self) -> broadcast::Receiver<CommitNotice>;
+    fn subscribe(&self) -> broadcast::Receiver<Notice>;
 }
 
 /// The opened backend: one handle per part.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::broadcast;
 
 use super::writer::Writer;
-use crate::storage::{CommitNotice, StoreError};
+use crate::storage::{Notice, StoreError};
 
 const SCHEMA_VERSION: i64 = 1;
 /// Idle read connections kept open; more are opened under load and closed after.
@@ -37,11 +37,7 @@ struct ReaderPool {
 }
 
 impl Db {
-    pub fn open(
-        path: &Path,
-        feed: broadcast::Sender<CommitNotice>,
-        lock: File,
-    ) -> anyhow::Result<Self> {
+    pub fn open(path: &Path, feed: broadcast::Sender<Notice>, lock: File) -> anyhow::Result<Self> {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         // WAL + synchronous=FULL: every commit is fsynced before it is acknowledged.

@@ -5,12 +5,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::Db;
-use super::rows::{self, FILE_COLUMNS, SPACE_COLUMNS, UPLOAD_COLUMNS, VERSION_COLUMNS, internal};
-use crate::domain::{
-    FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName, UploadId,
-    UploadState, UserId, VersionRecord,
+use super::rows::{
+    self, CHANGE_COLUMNS, FILE_COLUMNS, SPACE_COLUMNS, UPLOAD_COLUMNS, VERSION_COLUMNS, internal,
 };
-use crate::storage::{CommitNotice, Member, MetadataStore, Publish, Space, StoreError};
+use crate::domain::{
+    Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
+    UploadId, UploadState, UserId, VersionRecord,
+};
+use crate::storage::{Member, MetadataStore, Notice, Publish, Space, StoreError};
 
 #[async_trait]
 impl MetadataStore for Db {
@@ -115,7 +117,7 @@ impl MetadataStore for Db {
         role: Option<Role>,
     ) -> Result<(), StoreError> {
         self.writer
-            .write(move |conn, _| {
+            .write(move |conn, notices| {
                 let exists: bool = conn
                     .prepare_cached("SELECT 1 FROM spaces WHERE id = ?1")
                     .and_then(|mut s| s.exists([space.to_string()]))
@@ -124,6 +126,9 @@ impl MetadataStore for Db {
                     return Err(StoreError::NoSuchSpace);
                 }
                 let current = role_in(conn, space, &user)?;
+                if current == role {
+                    return Ok(());
+                }
                 if current == Some(Role::Owner) && role != Some(Role::Owner) {
                     let owners: i64 = conn
                         .prepare_cached(
@@ -149,6 +154,10 @@ impl MetadataStore for Db {
                         .and_then(|mut s| s.execute(params![space.to_string(), user.as_str()])),
                 }
                 .map_err(internal)?;
+                notices.push(Notice::MembershipChanged {
+                    space_id: space,
+                    user,
+                });
                 Ok(())
             })
             .await
@@ -297,6 +306,30 @@ impl MetadataStore for Db {
         .await
     }
 
+    async fn commit_log(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {CHANGE_COLUMNS} FROM versions v JOIN files f ON f.id = v.file_id
+                     WHERE v.space_id = ?1 AND v.seq > ?2 ORDER BY v.seq LIMIT ?3"
+                ))
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![space.to_string(), after_seq as i64, limit as i64],
+                    rows::change,
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
     async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError> {
         self.writer
             .write(move |conn, _| {
@@ -391,7 +424,7 @@ impl MetadataStore for Db {
 fn publish(
     conn: &Connection,
     change: Publish,
-    notices: &mut Vec<CommitNotice>,
+    notices: &mut Vec<Notice>,
 ) -> Result<FileRecord, StoreError> {
     if let Some(upload) = change.upload {
         let state: Option<String> = conn
@@ -519,7 +552,7 @@ fn publish(
     }
 
     let seq = seq as u64;
-    notices.push(CommitNotice {
+    notices.push(Notice::Committed {
         space_id: change.space_id,
         seq,
     });

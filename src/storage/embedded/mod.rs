@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::broadcast;
 
-use super::{ChangeFeed, CommitNotice, OpenContext, Storage};
+use super::{ChangeFeed, Notice, OpenContext, Storage};
 
 mod blobs;
 mod db;
@@ -24,11 +24,11 @@ const FEED_CAPACITY: usize = 4096;
 
 /// The commit log feed: the writer thread sends a notice after each durable commit.
 pub struct CommitLog {
-    sender: broadcast::Sender<CommitNotice>,
+    sender: broadcast::Sender<Notice>,
 }
 
 impl ChangeFeed for CommitLog {
-    fn subscribe(&self) -> broadcast::Receiver<CommitNotice> {
+    fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.sender.subscribe()
     }
 }

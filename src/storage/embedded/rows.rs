@@ -6,7 +6,7 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 
 use crate::domain::{
-    Content, FileName, FileRecord, Metadata, PendingUpload, Sha256, SpaceName, UserId,
+    Change, Content, FileName, FileRecord, Metadata, PendingUpload, Sha256, SpaceName, UserId,
     VersionRecord,
 };
 use crate::storage::{Space, StoreError};
@@ -16,6 +16,10 @@ pub(super) const FILE_COLUMNS: &str = "id, space_id, name, version, blob_key, si
      content_type, metadata, creator, created_at, updated_at, deleted, seq";
 pub(super) const VERSION_COLUMNS: &str = "file_id, space_id, number, seq, kind, name, blob_key, \
      size, sha256, content_type, metadata, deleted, author, at";
+/// A commit-log entry: the version joined with its file's creation, as `rows::change` reads it.
+pub(super) const CHANGE_COLUMNS: &str = "v.file_id, v.space_id, v.name, v.number, v.blob_key, \
+     v.size, v.sha256, v.content_type, v.metadata, f.creator, f.created_at, v.at, v.deleted, \
+     v.seq, v.kind, v.author";
 pub(super) const UPLOAD_COLUMNS: &str = "id, token_hash, space_id, file_id, base_version, name, \
      size, sha256, content_type, metadata, blob_key, author, created_at, expires_at, state, \
      committed_version";
@@ -102,6 +106,15 @@ pub(super) fn version(row: &Row) -> rusqlite::Result<VersionRecord> {
         deleted: row.get(11)?,
         author: user(row, 12)?,
         at: row.get(13)?,
+    })
+}
+
+/// Reads [`CHANGE_COLUMNS`]: the first fourteen line up with [`FILE_COLUMNS`].
+pub(super) fn change(row: &Row) -> rusqlite::Result<Change> {
+    Ok(Change {
+        file: file(row)?,
+        kind: parsed(row, 14)?,
+        actor: user(row, 15)?,
     })
 }
 

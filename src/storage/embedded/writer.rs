@@ -13,14 +13,14 @@ use std::thread;
 use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
-use crate::storage::{CommitNotice, StoreError};
+use crate::storage::{Notice, StoreError};
 
 /// Most operations in one transaction; bounds the latency one batch adds to the next.
 const MAX_BATCH: usize = 512;
 
 /// Runs one operation inside the batch's transaction; `true` if it succeeded. The
 /// returned closure delivers the result once the commit outcome is known.
-type Job = Box<dyn FnOnce(&Connection, &mut Vec<CommitNotice>) -> (bool, Finish) + Send>;
+type Job = Box<dyn FnOnce(&Connection, &mut Vec<Notice>) -> (bool, Finish) + Send>;
 type Finish = Box<dyn FnOnce(bool) + Send>;
 
 #[derive(Clone)]
@@ -31,7 +31,7 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn start(
         conn: Connection,
-        feed: broadcast::Sender<CommitNotice>,
+        feed: broadcast::Sender<Notice>,
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         thread::Builder::new()
@@ -44,7 +44,7 @@ impl Writer {
     pub(super) async fn write<R, F>(&self, op: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection, &mut Vec<CommitNotice>) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<Notice>) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |conn, notices| {
@@ -70,7 +70,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>, feed: broadcast::Sender<CommitNotice>) {
+fn run(conn: Connection, queue: mpsc::Receiver<Job>, feed: broadcast::Sender<Notice>) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -91,7 +91,7 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, feed: broadcast::Sender<Com
 }
 
 /// Runs a batch in one transaction and delivers every result; `true` if it committed.
-fn run_batch(conn: &Connection, batch: Vec<Job>, notices: &mut Vec<CommitNotice>) -> bool {
+fn run_batch(conn: &Connection, batch: Vec<Job>, notices: &mut Vec<Notice>) -> bool {
     let mut finishes = Vec::with_capacity(batch.len());
     let mut healthy = exec_cached(conn, "BEGIN IMMEDIATE").is_ok();
     for job in batch {
