@@ -18,6 +18,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub uploads: UploadSettings,
     pub graphql: GraphqlSettings,
+    pub subscriptions: SubscriptionSettings,
     pub log: LogSettings,
 }
 
@@ -152,6 +153,36 @@ impl Default for GraphqlSettings {
             max_complexity: 2000,
             max_page_size: 1000,
             default_page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    /// Events a subscriber may have waiting before it counts as too slow and is closed
+    /// with `SLOW_SUBSCRIBER` (it then resumes from its last cursor).
+    pub buffer: usize,
+    /// How often the server pings an idle websocket (`ping`, or `ka` on the legacy
+    /// protocol), which also keeps proxies and load balancers from closing it.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// How long a new websocket may take to send `connection_init`.
+    #[serde(with = "humantime_serde")]
+    pub init_timeout: Duration,
+    /// How long one message may wait for a client that does not read before its
+    /// websocket is dropped.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        Self {
+            buffer: 256,
+            keep_alive: Duration::from_secs(15),
+            init_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
         }
     }
 }

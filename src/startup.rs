@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::auth::{self, Authenticator};
@@ -25,6 +26,8 @@ pub struct App {
     service: SyncService,
     settings: Settings,
     draining: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
 }
 
 impl App {
@@ -46,6 +49,8 @@ impl App {
         .await?;
         let service = SyncService::new(storage, Limits::from_settings(&settings));
         let draining = Arc::new(AtomicBool::new(false));
+        let shutdown = CancellationToken::new();
+        let connections = TaskTracker::new();
         let state = AppState {
             schema: graphql::build_schema(service.clone(), &settings.graphql),
             service: service.clone(),
@@ -55,6 +60,9 @@ impl App {
             metrics: Arc::new(Metrics::default()),
             draining: draining.clone(),
             max_request_bytes: settings.server.max_request_bytes,
+            subscriptions: settings.subscriptions.clone(),
+            shutdown: shutdown.clone(),
+            connections: connections.clone(),
         };
         let body_limit = usize::try_from(settings.server.max_request_bytes).unwrap_or(usize::MAX);
         let router = http::router(
@@ -69,6 +77,8 @@ impl App {
             service,
             settings,
             draining,
+            shutdown,
+            connections,
         })
     }
 
@@ -81,7 +91,8 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
-    /// finish (up to `server.shutdown_grace`) and stops the background tasks.
+    /// finish and websockets close with 1001 (together up to `server.shutdown_grace`) and
+    /// stops the background tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -92,17 +103,24 @@ impl App {
                 .clone()
                 .run_sweeper(self.settings.uploads.sweep_interval, stop.clone()),
         );
+        let hub = tokio::spawn(self.service.clone().run_live_hub(stop.clone()));
         let grace = self.settings.server.shutdown_grace;
         let draining = self.draining.clone();
-        let signalled = CancellationToken::new();
+        let signalled = self.shutdown.clone();
         let on_signal = signalled.clone();
         let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
             shutdown.await;
             draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutting down: finishing in-flight requests");
+            tracing::info!("shutting down: finishing in-flight requests, closing websockets");
             on_signal.cancel();
         });
-        let server = async move { server.await.context("server failed") };
+        let connections = self.connections.clone();
+        let server = async move {
+            let served = server.await.context("server failed");
+            connections.close();
+            connections.wait().await;
+            served
+        };
         tokio::pin!(server);
         let result = tokio::select! {
             result = &mut server => result,
@@ -113,6 +131,7 @@ impl App {
         };
         stop.cancel();
         let _ = sweeper.await;
+        let _ = hub.await;
         tracing::info!("stopped");
         result
     }

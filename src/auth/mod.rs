@@ -90,6 +90,28 @@ impl Authenticator {
         }
         self.verify(token.trim())
     }
+
+    /// Verifies the payload of a websocket `connection_init`: `{"authorization": "Bearer
+    /// <jwt>"}` (as a header value, the key in any case) or `{"token": "<jwt>"}`.
+    pub fn verify_connection_init(
+        &self,
+        payload: Option<&serde_json::Value>,
+    ) -> Result<UserId, AuthError> {
+        let fields = payload
+            .and_then(|p| p.as_object())
+            .ok_or(AuthError::Missing)?;
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str().ok_or(AuthError::MalformedHeader))
+        };
+        match (field("authorization"), field("token")) {
+            (Some(header), _) => self.verify_header(Some(header?)),
+            (None, Some(token)) => self.verify(token?),
+            (None, None) => Err(AuthError::Missing),
+        }
+    }
 }
 
 /// The server's secret: configured, or the data dir's (created on first use).

@@ -2,7 +2,7 @@
 //! case of `sync`, and map its errors with their codes (`error`). Nothing here names a
 //! storage backend.
 
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, Schema};
 
 use crate::auth::AuthError;
 use crate::config::GraphqlSettings;
@@ -14,6 +14,7 @@ mod file_list;
 mod mutation;
 mod query;
 mod query_cache;
+mod subscription;
 
 pub use query_cache::QueryCache;
 pub mod scalars;
@@ -21,8 +22,9 @@ pub mod types;
 
 pub use mutation::Mutation;
 pub use query::Query;
+pub use subscription::Subscription;
 
-pub type FilesyncSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type FilesyncSchema = Schema<Query, Mutation, Subscription>;
 
 /// Who is calling: the verified user, or why not. Put into each request's data.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct Viewer(pub Result<UserId, AuthError>);
 
 /// Builds the schema with its limits and the service.
 pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation, Subscription)
         .data(service)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -39,9 +41,7 @@ pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncS
 
 /// The schema's SDL, as `filesync print-schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(Query, Mutation, Subscription).finish().sdl()
 }
 
 pub(crate) fn service<'a>(ctx: &Context<'a>) -> &'a SyncService {

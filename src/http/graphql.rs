@@ -33,8 +33,13 @@ pub(super) async fn graphql_handler(
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let viewer = Viewer(state.auth.verify_header(header));
     let mut response = state.schema.execute(request.data(viewer)).await;
-    // Errors raised by GraphQL itself (syntax, validation, wrong argument types, depth and
-    // complexity limits) carry no code: they are all the client's to fix.
+    fill_codes(&mut response);
+    GraphQLResponse::from(response).into_response()
+}
+
+/// Errors raised by GraphQL itself (syntax, validation, wrong argument types, depth and
+/// complexity limits) carry no code: they are all the client's to fix.
+pub(super) fn fill_codes(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
         let extensions = error
             .extensions
@@ -43,7 +48,6 @@ pub(super) async fn graphql_handler(
             extensions.set("code", Value::from("BAD_INPUT"));
         }
     }
-    GraphQLResponse::from(response).into_response()
 }
 
 /// A body that is not a GraphQL request at all.
@@ -111,5 +115,10 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
 }
 
 pub(super) async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
 }

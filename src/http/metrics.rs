@@ -2,6 +2,7 @@
 //! latency. Routes are templates (`/blob/{space}/{upload}`), never raw paths, so label
 //! cardinality stays bounded.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,10 +30,22 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    /// Open websocket connections (kept by the connections themselves).
+    pub ws_connections: Gauge,
+    // Read from the live hub's own counters at each scrape.
+    live_subscriptions: Gauge,
+    live_delivered: Counter,
+    live_store_reads: Counter,
+    live_ended: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,10 +65,45 @@ impl Default for Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        let ws_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Open websocket connections",
+            ws_connections.clone(),
+        );
+        let live_subscriptions = Gauge::default();
+        registry.register(
+            "live_subscriptions",
+            "Live subscriptions attached to the hub",
+            live_subscriptions.clone(),
+        );
+        let live_delivered = Counter::default();
+        registry.register(
+            "live_changes_delivered",
+            "Changes handed by the hub to a subscriber",
+            live_delivered.clone(),
+        );
+        let live_store_reads = Counter::default();
+        registry.register(
+            "live_commit_log_reads",
+            "Commit-log reads by the hub (shared by every subscriber of a space)",
+            live_store_reads.clone(),
+        );
+        let live_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "live_subscriptions_ended",
+            "Subscriptions the hub ended: lagged (buffer full) or forbidden (member removed)",
+            live_ended.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            ws_connections,
+            live_subscriptions,
+            live_delivered,
+            live_store_reads,
+            live_ended,
         }
     }
 }
@@ -87,8 +136,22 @@ pub(super) async fn track(State(state): State<AppState>, req: Request, next: Nex
 }
 
 pub(super) async fn render(State(state): State<AppState>) -> Response {
+    let metrics = &state.metrics;
+    let live = state.service.live_stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let set = |counter: &Counter, value: u64| counter.inner().store(value, Ordering::Relaxed);
+    let attached = i64::try_from(state.service.live_subscriptions()).unwrap_or(i64::MAX);
+    metrics.live_subscriptions.set(attached);
+    set(&metrics.live_delivered, load(&live.delivered));
+    set(&metrics.live_store_reads, load(&live.store_reads));
+    for (reason, count) in [("lagged", &live.lagged), ("forbidden", &live.forbidden)] {
+        set(
+            &metrics.live_ended.get_or_create(&ReasonLabels { reason }),
+            load(count),
+        );
+    }
     let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.metrics.registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &metrics.registry) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     (

@@ -14,7 +14,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::auth::Authenticator;
+use crate::config::SubscriptionSettings;
 use crate::graphql::{FilesyncSchema, QueryCache};
 use crate::storage::url_signing::UrlSigner;
 use crate::sync::SyncService;
@@ -24,6 +28,7 @@ mod errors;
 mod graphql;
 mod health;
 pub mod metrics;
+mod ws;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -37,6 +42,11 @@ pub struct AppState {
     /// Set once shutdown begins: `/readyz` then fails so load balancers drain us.
     pub draining: Arc<AtomicBool>,
     pub max_request_bytes: u64,
+    pub subscriptions: SubscriptionSettings,
+    /// Cancelled when shutdown begins: websockets close with 1001.
+    pub shutdown: CancellationToken,
+    /// Open websocket connections, so that shutdown can wait for their close frames.
+    pub connections: TaskTracker,
 }
 
 pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer) -> Router {
@@ -52,6 +62,7 @@ pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer
                     graphql::coded_body_limit,
                 )),
         )
+        .route("/graphql/ws", get(ws::upgrade))
         .route(
             "/blob/{space}/{upload}",
             put(blob::put_blob).get(blob::get_blob),

@@ -27,6 +27,13 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("the cursor is older than the retained history; resync from scratch")]
     CursorExpired,
+    #[error(
+        "this subscription fell more than {0} events behind and was closed; \
+         subscribe again with the cursor of the last event received"
+    )]
+    SlowSubscriber(usize),
+    #[error("the server is shutting down; subscribe again with the cursor of the last event")]
+    ShuttingDown,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -60,6 +67,8 @@ impl Error {
             Error::UploadExpired(_) => "UPLOAD_EXPIRED",
             Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Error::CursorExpired => "CURSOR_EXPIRED",
+            Error::SlowSubscriber(_) => "SLOW_SUBSCRIBER",
+            Error::ShuttingDown => "SHUTTING_DOWN",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -11,6 +11,7 @@ use crate::storage::Storage;
 
 mod access;
 mod error;
+mod live;
 mod locks;
 mod modify;
 mod read;
@@ -19,6 +20,7 @@ mod sweeper;
 mod upload;
 
 pub use error::Error;
+pub use live::{HubStats, LiveEvent, LiveStream};
 pub use modify::FileUpdate;
 pub use read::{ChangePage, FilePage};
 pub use upload::{NewUpload, ReceivedUpload, UploadTicket};
@@ -35,6 +37,8 @@ pub struct Limits {
     pub inline_max_bytes: u64,
     pub max_page_size: usize,
     pub default_page_size: usize,
+    /// Changes a live subscriber may have waiting before it is closed as too slow.
+    pub subscriber_buffer: usize,
 }
 
 impl Limits {
@@ -47,6 +51,7 @@ impl Limits {
             inline_max_bytes: settings.uploads.inline_max_bytes,
             max_page_size: settings.graphql.max_page_size,
             default_page_size: settings.graphql.default_page_size,
+            subscriber_buffer: settings.subscriptions.buffer,
         }
     }
 }
@@ -61,15 +66,18 @@ struct Inner {
     store: Storage,
     limits: Limits,
     upload_locks: locks::UploadLocks,
+    hub: live::Hub,
 }
 
 impl SyncService {
     pub fn new(store: Storage, limits: Limits) -> Self {
+        let hub = live::Hub::new(&*store.feed, store.meta.clone(), limits.subscriber_buffer);
         Self {
             inner: Arc::new(Inner {
                 store,
                 limits,
                 upload_locks: locks::UploadLocks::default(),
+                hub,
             }),
         }
     }

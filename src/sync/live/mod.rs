@@ -1,0 +1,191 @@
+//! Live subscriptions: every committed change of a space, in seq order, each once, resumable
+//! from any cursor.
+//!
+//! A subscription goes through three phases:
+//!
+//! 1. **Replay**, not yet attached to the hub: the commit log after `since`, page by page,
+//!    at whatever pace the client reads. However long it takes, it costs the hub nothing.
+//! 2. **Attach, then catch up**: the subscription attaches to the hub (from now on every
+//!    new change reaches its buffer), checks that the caller is still a member, and reads
+//!    the commit log once more for what was committed during phase 1. Then `READY` with
+//!    the cursor of the last change seen: from here on the client misses nothing.
+//! 3. **Live**: changes from the hub. One at or before the last seq already sent is a
+//!    duplicate of the catch-up and is skipped; one past a hole fills the hole from the
+//!    store first (notices may come late or out of order on some backends).
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_stream::try_stream;
+use futures::Stream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Error, Result, SyncService};
+use crate::domain::{Change, Cursor, FileId, SpaceId, UserId};
+
+mod hub;
+
+use hub::Ended;
+pub(super) use hub::Hub;
+pub use hub::HubStats;
+
+/// Commit-log entries read per store round trip during replay.
+const REPLAY_PAGE: usize = 256;
+
+/// What a subscription emits.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// Replay is done and the subscription is attached: from here on nothing is missed.
+    /// Carries the cursor of the last change the subscription has seen.
+    Ready(Cursor),
+    /// One committed change (shared by every subscriber it reaches).
+    Change(Arc<Change>),
+}
+
+/// The events of one subscription, ending with an error when the server ends it.
+pub type LiveStream = Pin<Box<dyn Stream<Item = Result<LiveEvent>> + Send>>;
+
+impl SyncService {
+    /// Runs the process's live hub until `stop` is cancelled; subscriptions still open then
+    /// end with `SHUTTING_DOWN`.
+    pub async fn run_live_hub(self, stop: CancellationToken) {
+        self.inner.hub.clone().run(stop).await;
+    }
+
+    /// Counters of the live hub, for `/metrics`.
+    pub fn live_stats(&self) -> &HubStats {
+        self.inner.hub.stats()
+    }
+
+    /// Live subscriptions attached to the hub right now.
+    pub fn live_subscriptions(&self) -> u64 {
+        self.inner.hub.attached()
+    }
+
+    /// `subscription changes`: every change of `space` after `since` (from now when
+    /// `None`), only those of `files` when given.
+    pub async fn subscribe_changes(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        since: Option<&str>,
+        files: Option<Vec<FileId>>,
+    ) -> Result<LiveStream> {
+        self.role_in(user, space).await?;
+        let from = self.resume_point(space, since).await?;
+        Ok(self.live(user.clone(), space, from, files.map(HashSet::from_iter)))
+    }
+
+    /// `subscription fileChanged`: the changes of one file after `since` (from now when
+    /// `None`).
+    pub async fn subscribe_file(
+        &self,
+        user: &UserId,
+        id: FileId,
+        since: Option<&str>,
+    ) -> Result<LiveStream> {
+        let (file, _) = self.visible_file(user, id).await?;
+        let from = self.resume_point(file.space_id, since).await?;
+        Ok(self.live(user.clone(), file.space_id, from, Some(HashSet::from([id]))))
+    }
+
+    /// The seq to replay from: the cursor's, or the space's head when there is none.
+    async fn resume_point(&self, space: SpaceId, since: Option<&str>) -> Result<u64> {
+        let head = self
+            .inner
+            .store
+            .meta
+            .space(space)
+            .await?
+            .ok_or(Error::NotFound("space"))?
+            .seq;
+        let Some(cursor) = since else {
+            return Ok(head);
+        };
+        let seq = Cursor::decode_for(cursor, space)?.seq;
+        if seq > head {
+            return Err(Error::bad_input("the cursor is ahead of the space"));
+        }
+        Ok(seq)
+    }
+
+    /// The error a subscription ends with when the hub stops feeding it.
+    fn ended(&self, why: Ended) -> Error {
+        match why {
+            Ended::Forbidden => Error::forbidden("you are no longer a member of this space"),
+            Ended::Lagged => Error::SlowSubscriber(self.inner.limits.subscriber_buffer),
+            Ended::Stopped => Error::ShuttingDown,
+        }
+    }
+
+    fn live(
+        &self,
+        user: UserId,
+        space: SpaceId,
+        from: u64,
+        files: Option<HashSet<FileId>>,
+    ) -> LiveStream {
+        let service = self.clone();
+        let wanted = move |c: &Change| files.as_ref().is_none_or(|f| f.contains(&c.file.id));
+        Box::pin(try_stream! {
+            let meta = &service.inner.store.meta;
+            let mut last = from;
+
+            // 1. Replay, then 2. attach, confirm membership and catch up.
+            let mut attached = None;
+            for attach in [false, true] {
+                if attach {
+                    attached = Some(service.inner.hub.attach(space, user.clone(), last));
+                    if service.role_in(&user, space).await.is_err() {
+                        Err(service.ended(Ended::Forbidden))?;
+                    }
+                }
+                loop {
+                    let page = meta.commit_log(space, last, REPLAY_PAGE).await?;
+                    let full = page.len() == REPLAY_PAGE;
+                    for change in page {
+                        last = change.file.seq;
+                        if wanted(&change) {
+                            yield LiveEvent::Change(Arc::new(change));
+                        }
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+            let Some(mut live) = attached else {
+                return;
+            };
+            yield LiveEvent::Ready(Cursor::new(space, last));
+
+            // 3. Live.
+            loop {
+                let change = live.next().await.map_err(|e| service.ended(e))?;
+                let seq = change.file.seq;
+                if seq <= last {
+                    continue;
+                }
+                while last + 1 < seq {
+                    // A hole: what the hub skipped is in the store.
+                    let gap = usize::try_from(seq - 1 - last).unwrap_or(usize::MAX);
+                    let page = meta.commit_log(space, last, gap.min(REPLAY_PAGE)).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for earlier in page {
+                        last = earlier.file.seq;
+                        if wanted(&earlier) {
+                            yield LiveEvent::Change(Arc::new(earlier));
+                        }
+                    }
+                }
+                last = seq;
+                if wanted(&change) {
+                    yield LiveEvent::Change(change);
+                }
+            }
+        })
+    }
+}
