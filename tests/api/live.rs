@@ -20,7 +20,7 @@ async fn new_file(app: &TestApp, space: &str, name: &str) -> (String, String) {
 
 /// `writers` clients together make `total` changes to one file, each retrying on
 /// `CONFLICT` with the version the error names.
-fn spawn_writers(
+pub fn spawn_writers(
     app: &Arc<TestApp>,
     file: &str,
     writers: usize,

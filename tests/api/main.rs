@@ -6,6 +6,7 @@ mod changes;
 mod cli;
 mod concurrency;
 mod helpers;
+mod js_client;
 mod live;
 mod modify;
 mod ops;
