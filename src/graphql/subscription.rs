@@ -1,6 +1,15 @@
 //! The subscription root: live changes of a space or of one file, resumable from a cursor.
 
-use async_graphql::{Context, ID, Object, Subscription as GqlSubscription};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{
+    Context, ContextSelectionSet, ID, Object, OutputType, Positioned, ServerResult,
+    Subscription as GqlSubscription, Value,
+};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
@@ -46,7 +55,7 @@ impl Subscription {
             )
             .await
             .gql()?;
-        Ok(events(stream))
+        Ok(events(stream, render_key(ctx)))
     }
 
     /// The changes of one file, as `changes` with `fileIds: [id]`.
@@ -64,19 +73,91 @@ impl Subscription {
             )
             .await
             .gql()?;
-        Ok(events(stream))
+        Ok(events(stream, render_key(ctx)))
     }
 }
 
-fn events(stream: LiveStream) -> impl Stream<Item = async_graphql::Result<ChangeEvent>> {
-    stream.map(|event| event.map(ChangeEvent).map_err(to_gql))
+fn events(
+    stream: LiveStream,
+    render_key: u128,
+) -> impl Stream<Item = async_graphql::Result<ChangeEvent>> {
+    stream.map(move |event| {
+        event
+            .map(|event| ChangeEvent {
+                fields: ChangeEventFields(event),
+                render_key,
+            })
+            .map_err(to_gql)
+    })
+}
+
+/// What identifies how this subscription renders an event: its selection set, the
+/// fragments it may spread, and the variables when the selection uses any (not the root
+/// field's arguments: subscribers resuming from different cursors still share).
+fn render_key(ctx: &Context<'_>) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let selection = format!("{:?}", ctx.item.node.selection_set);
+    let fragments: BTreeMap<_, _> = ctx.query_env.fragments.iter().collect();
+    let fragments = format!("{fragments:?}");
+    let variables = if selection.contains("Variable(") || fragments.contains("Variable(") {
+        format!("{:?}", ctx.query_env.variables)
+    } else {
+        String::new()
+    };
+    let half = |seed: u64| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (seed, &selection, &fragments, &variables).hash(&mut h);
+        u128::from(h.finish())
+    };
+    (half(1) << 64) | half(2)
 }
 
 /// One event of a live subscription: a committed change, or the `READY` marker.
-pub struct ChangeEvent(LiveEvent);
+///
+/// A change reaches every subscriber of its space as one shared value, and most
+/// subscriptions ask for the same fields: the first subscriber to render it with a given
+/// selection remembers the result on the change (when rendering raised no error), and
+/// the others reuse it rather than resolving every field again.
+pub struct ChangeEvent {
+    fields: ChangeEventFields,
+    render_key: u128,
+}
 
-#[Object(serial)]
-impl ChangeEvent {
+impl OutputType for ChangeEvent {
+    fn type_name() -> Cow<'static, str> {
+        ChangeEventFields::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        ChangeEventFields::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let LiveEvent::Change(shared) = &self.fields.0 else {
+            return OutputType::resolve(&self.fields, ctx, field).await;
+        };
+        if let Some(value) = shared.rendering::<Value>(self.render_key) {
+            return Ok((*value).clone());
+        }
+        let errors = || ctx.query_env.errors.lock().map_or(usize::MAX, |e| e.len());
+        let before = errors();
+        let value = OutputType::resolve(&self.fields, ctx, field).await?;
+        if errors() == before {
+            shared.remember(self.render_key, Arc::new(value.clone()));
+        }
+        Ok(value)
+    }
+}
+
+/// The fields of [`ChangeEvent`].
+pub struct ChangeEventFields(LiveEvent);
+
+#[Object(name = "ChangeEvent", serial)]
+impl ChangeEventFields {
     /// Resume from here: the cursor of this change (for `READY`, of the last change seen).
     async fn cursor(&self) -> Cursor {
         match &self.0 {
@@ -121,7 +202,7 @@ impl ChangeEvent {
     }
 }
 
-impl ChangeEvent {
+impl ChangeEventFields {
     fn change(&self) -> Option<&domain::Change> {
         match &self.0 {
             LiveEvent::Ready(_) => None,

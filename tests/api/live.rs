@@ -245,7 +245,7 @@ const BULKY_UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) {
 async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving() {
     let app = Arc::new(
         spawn_app_with(|s| {
-            s.subscriptions.buffer = 8;
+            s.subscriptions.buffer = 64;
             s.subscriptions.send_timeout = Duration::from_millis(500);
         })
         .await,
@@ -265,10 +265,10 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving
     reader.subscribe("r", bulky, json!({ "s": space })).await;
     reader.event().await.unwrap();
 
-    // 8 writers, one file each, 60 changes of ~8 KB each: far more than socket buffers
+    // 8 writers, one file each, 100 changes of ~8 KB each: far more than socket buffers
     // hold, so the stuck connection backs up.
     const FILES: usize = 8;
-    const CHANGES: i64 = 60;
+    const CHANGES: i64 = 100;
     let mut files = Vec::new();
     for n in 0..FILES {
         files.push(new_file(&app, &space, &format!("big-{n}.txt")).await.0);
@@ -276,7 +276,7 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving
     let reading = tokio::spawn(async move {
         let mut versions: std::collections::HashMap<String, Vec<i64>> = Default::default();
         for _ in 0..FILES * (CHANGES as usize + 1) {
-            let event = reader.event().await.unwrap();
+            let event = reader.event().await.unwrap_or_else(|e| panic!("reader: {e}"));
             let file = event["fileId"].as_str().unwrap().to_owned();
             versions.entry(file).or_default().push(version(&event));
         }

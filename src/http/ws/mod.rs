@@ -97,18 +97,22 @@ impl Connection {
         source: &mut futures::stream::SplitStream<WebSocket>,
         settings: &SubscriptionSettings,
     ) -> Exit {
-        let init_deadline = Instant::now() + settings.init_timeout;
+        let init_deadline = tokio::time::sleep(settings.init_timeout);
         let mut keep_alive =
             tokio::time::interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
         keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Made once, not per turn of the loop: a fresh `cancelled()` future would register
+        // with the token, shared by every connection, on every message.
         let shutdown = self.state.shutdown.clone();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(init_deadline, shutdown);
         loop {
             let step = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = &mut shutdown => {
                     return Exit::Close(close::GOING_AWAY, "server shutting down".into());
                 }
-                () = tokio::time::sleep_until(init_deadline), if self.user.is_none() => {
+                () = &mut init_deadline, if self.user.is_none() => {
                     return Exit::Close(
                         close::INIT_TIMEOUT,
                         "Connection initialisation timeout".into(),

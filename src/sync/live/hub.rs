@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Change, SpaceId, UserId};
+use super::SharedChange;
+use crate::domain::{SpaceId, UserId};
 use crate::storage::{ChangeFeed, MetadataStore, Notice, StoreError};
 
 /// Commit-log entries read per store round trip.
@@ -76,7 +77,7 @@ struct SpaceSubscribers {
 struct Subscriber {
     id: u64,
     user: UserId,
-    buffer: mpsc::Sender<Arc<Change>>,
+    buffer: mpsc::Sender<Arc<SharedChange>>,
     ended: Arc<OnceLock<Ended>>,
 }
 
@@ -220,7 +221,10 @@ impl Hub {
             let Some(last) = changes.last().map(|c| c.file.seq) else {
                 return Ok(());
             };
-            let changes: Vec<Arc<Change>> = changes.into_iter().map(Arc::new).collect();
+            let changes: Vec<Arc<SharedChange>> = changes
+                .into_iter()
+                .map(|c| Arc::new(SharedChange::new(c)))
+                .collect();
             let mut spaces = lock(&self.shared.spaces);
             let Some(subs) = spaces.get_mut(&space) else {
                 return Ok(());
@@ -284,14 +288,14 @@ pub struct Attachment {
     shared: Arc<Shared>,
     space: SpaceId,
     id: u64,
-    receiver: mpsc::Receiver<Arc<Change>>,
+    receiver: mpsc::Receiver<Arc<SharedChange>>,
     ended: Arc<OnceLock<Ended>>,
 }
 
 impl Attachment {
     /// The next change, or why there are no more. A removed member gets
     /// [`Ended::Forbidden`] at once; a lagging one first gets what its buffer holds.
-    pub async fn next(&mut self) -> Result<Arc<Change>, Ended> {
+    pub async fn next(&mut self) -> Result<Arc<SharedChange>, Ended> {
         if let Some(Ended::Forbidden) = self.ended.get() {
             return Err(Ended::Forbidden);
         }

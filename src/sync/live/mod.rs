@@ -13,9 +13,10 @@
 //!    duplicate of the catch-up and is skipped; one past a hole fills the hole from the
 //!    store first (notices may come late or out of order on some backends).
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_stream::try_stream;
 use futures::Stream;
@@ -33,6 +34,9 @@ pub use hub::HubStats;
 /// Commit-log entries read per store round trip during replay.
 const REPLAY_PAGE: usize = 256;
 
+/// Renderings a shared change keeps (distinct subscription shapes, in practice a few).
+const MAX_RENDERINGS: usize = 16;
+
 /// What a subscription emits.
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
@@ -40,7 +44,54 @@ pub enum LiveEvent {
     /// Carries the cursor of the last change the subscription has seen.
     Ready(Cursor),
     /// One committed change (shared by every subscriber it reaches).
-    Change(Arc<Change>),
+    Change(Arc<SharedChange>),
+}
+
+/// A change as the hub hands it to every subscriber of its space, with a memo of its
+/// renderings: a thousand subscriptions asking for the same fields render it once. The
+/// memo is keyed by whatever identifies a rendering for the layer that renders (here:
+/// a hash of the GraphQL selection), and holds what that layer made of it.
+pub struct SharedChange {
+    pub change: Change,
+    renderings: Mutex<Vec<(u128, Arc<dyn Any + Send + Sync>)>>,
+}
+
+impl SharedChange {
+    pub fn new(change: Change) -> Self {
+        Self {
+            change,
+            renderings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The rendering remembered under `key`, if any.
+    pub fn rendering<T: Any + Send + Sync>(&self, key: u128) -> Option<Arc<T>> {
+        let renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, found) = renderings.iter().find(|(k, _)| *k == key)?;
+        found.clone().downcast().ok()
+    }
+
+    /// Remembers a rendering (the first one of a key wins; past a few keys, none is kept).
+    pub fn remember<T: Any + Send + Sync>(&self, key: u128, rendering: Arc<T>) {
+        let mut renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
+        if renderings.len() < MAX_RENDERINGS && renderings.iter().all(|(k, _)| *k != key) {
+            renderings.push((key, rendering));
+        }
+    }
+}
+
+impl std::ops::Deref for SharedChange {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
+}
+
+impl std::fmt::Debug for SharedChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.change.fmt(f)
+    }
 }
 
 /// The events of one subscription, ending with an error when the server ends it.
@@ -147,7 +198,7 @@ impl SyncService {
                     for change in page {
                         last = change.file.seq;
                         if wanted(&change) {
-                            yield LiveEvent::Change(Arc::new(change));
+                            yield LiveEvent::Change(Arc::new(SharedChange::new(change)));
                         }
                     }
                     if !full {
@@ -177,7 +228,7 @@ impl SyncService {
                     for earlier in page {
                         last = earlier.file.seq;
                         if wanted(&earlier) {
-                            yield LiveEvent::Change(Arc::new(earlier));
+                            yield LiveEvent::Change(Arc::new(SharedChange::new(earlier)));
                         }
                     }
                 }

@@ -21,6 +21,8 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sha2::Digest;
 
+mod live;
+
 #[derive(Parser)]
 #[command(about = "Benchmark the embedded backend over HTTP")]
 struct Args {
@@ -48,6 +50,15 @@ struct Args {
     /// Run in this (new) data dir and keep it afterwards, for inspection.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Subscriber counts of the propagation runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    subscribers: Vec<usize>,
+    /// Mutations per propagation run.
+    #[arg(long, default_value_t = 200)]
+    mutations: usize,
+    /// Idle subscription counts of the memory runs.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    idle: Vec<usize>,
     /// Record the figures in this Markdown file (between the benchmark markers).
     #[arg(long)]
     write: Option<PathBuf>,
@@ -116,6 +127,8 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
     ));
     update_runs(args, &dir.join("updates"), &mut report).await?;
     paging_runs(args, &dir.join("paging"), &mut report).await?;
+    live::latency_runs(args, &dir.join("live"), &mut report).await?;
+    live::memory_runs(args, &dir.join("live"), &mut report).await?;
     Ok(report)
 }
 
