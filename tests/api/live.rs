@@ -276,7 +276,10 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving
     let reading = tokio::spawn(async move {
         let mut versions: std::collections::HashMap<String, Vec<i64>> = Default::default();
         for _ in 0..FILES * (CHANGES as usize + 1) {
-            let event = reader.event().await.unwrap_or_else(|e| panic!("reader: {e}"));
+            let event = reader
+                .event()
+                .await
+                .unwrap_or_else(|e| panic!("reader: {e}"));
             let file = event["fileId"].as_str().unwrap().to_owned();
             versions.entry(file).or_default().push(version(&event));
         }

@@ -30,8 +30,11 @@ pub mod protocol;
 use protocol::{ClientMessage, Protocol, close};
 
 /// Bytes read from the socket at a time. Client messages are small (a subscription
-/// document); the default of 128 KiB would be most of an idle subscription's memory.
-const READ_BUFFER: usize = 4 * 1024;
+/// document; a larger frame grows the buffer to fit). tungstenite zero-fills the whole
+/// buffer on each read, so it is resident memory of every connection: its default of
+/// 128 KiB would dwarf everything else, and 1 KiB measured 3 KiB less per idle
+/// subscription than 4 KiB (BENCHMARKS.md).
+const READ_BUFFER: usize = 1024;
 /// Bytes a connection may have written but not yet flushed to the socket.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 /// Longest close reason a close frame carries (the websocket limit is 123 bytes).
