@@ -91,23 +91,19 @@ impl SyncService {
         files.truncate(limit);
         let next = files.last().map_or(since, |f| f.seq);
         if files.is_empty() && since > 0 {
-            // A cursor must come from this space's past; one from the future is forged.
-            let head = self
-                .inner
-                .store
-                .meta
-                .space(space)
-                .await?
-                .map_or(0, |s| s.seq);
-            if since > head {
-                return Err(Error::bad_input("the cursor is ahead of the space"));
-            }
+            refuse_future_cursor(since, self.head_seq(space).await?)?;
         }
         Ok(ChangePage {
             files,
             next_cursor: Cursor::new(space, next),
             has_more,
         })
+    }
+
+    /// The seq of the space's last change (0 before the first).
+    pub(super) async fn head_seq(&self, space: SpaceId) -> Result<u64> {
+        let space = self.inner.store.meta.space(space).await?;
+        Ok(space.map_or(0, |s| s.seq))
     }
 
     fn page_size(&self, asked: Option<i32>, arg: &str) -> Result<usize> {
@@ -120,4 +116,12 @@ impl SyncService {
             ))),
         }
     }
+}
+
+/// A cursor must come from its space's past; one from the future is forged.
+pub(super) fn refuse_future_cursor(seq: u64, head: u64) -> Result<()> {
+    if seq > head {
+        return Err(Error::bad_input("the cursor is ahead of the space"));
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ use async_stream::try_stream;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
+use super::read::refuse_future_cursor;
 use super::{Error, Result, SyncService};
 use crate::domain::{Change, Cursor, FileId, SpaceId, UserId};
 
@@ -143,21 +144,12 @@ impl SyncService {
 
     /// The seq to replay from: the cursor's, or the space's head when there is none.
     async fn resume_point(&self, space: SpaceId, since: Option<&str>) -> Result<u64> {
-        let head = self
-            .inner
-            .store
-            .meta
-            .space(space)
-            .await?
-            .ok_or(Error::NotFound("space"))?
-            .seq;
+        let head = self.head_seq(space).await?;
         let Some(cursor) = since else {
             return Ok(head);
         };
         let seq = Cursor::decode_for(cursor, space)?.seq;
-        if seq > head {
-            return Err(Error::bad_input("the cursor is ahead of the space"));
-        }
+        refuse_future_cursor(seq, head)?;
         Ok(seq)
     }
 
