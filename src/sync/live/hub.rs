@@ -13,13 +13,15 @@
 //! ([`Ended::Lagged`]) and the others carry on.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::SharedChange;
+use super::mailbox::Mailbox;
 use crate::domain::{SpaceId, UserId};
 use crate::storage::{ChangeFeed, MetadataStore, Notice, StoreError};
 
@@ -77,8 +79,7 @@ struct SpaceSubscribers {
 struct Subscriber {
     id: u64,
     user: UserId,
-    buffer: mpsc::Sender<Arc<SharedChange>>,
-    ended: Arc<OnceLock<Ended>>,
+    mailbox: Arc<Mailbox<Arc<SharedChange>>>,
 }
 
 impl Hub {
@@ -111,11 +112,10 @@ impl Hub {
     /// ones may come too; the subscriber skips what it has). Attaching is what "listening"
     /// means: from here on, every committed change of the space reaches the attachment.
     pub fn attach(&self, space: SpaceId, user: UserId, seq: u64) -> Attachment {
-        let (sender, receiver) = mpsc::channel(self.shared.buffer);
-        let ended = Arc::new(OnceLock::new());
+        let mailbox = Arc::new(Mailbox::default());
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         if self.shared.stopped.is_cancelled() {
-            let _ = ended.set(Ended::Stopped);
+            mailbox.end(Ended::Stopped);
         } else {
             let mut spaces = lock(&self.shared.spaces);
             spaces
@@ -128,8 +128,7 @@ impl Hub {
                 .push(Subscriber {
                     id,
                     user,
-                    buffer: sender,
-                    ended: ended.clone(),
+                    mailbox: mailbox.clone(),
                 });
         }
         self.shared.stats.attached.fetch_add(1, Ordering::Relaxed);
@@ -137,8 +136,7 @@ impl Hub {
             shared: self.shared.clone(),
             space,
             id,
-            receiver,
-            ended,
+            mailbox,
         }
     }
 
@@ -180,7 +178,7 @@ impl Hub {
         self.shared.stopped.cancel();
         let spaces = std::mem::take(&mut *lock(&self.shared.spaces));
         for subscriber in spaces.into_values().flat_map(|s| s.subscribers) {
-            let _ = subscriber.ended.set(Ended::Stopped);
+            subscriber.mailbox.end(Ended::Stopped);
         }
     }
 
@@ -230,20 +228,18 @@ impl Hub {
                 return Ok(());
             };
             let stats = &self.shared.stats;
-            for change in changes.iter().filter(|c| c.file.seq > subs.delivered) {
+            let fresh = &changes[changes.partition_point(|c| c.file.seq <= subs.delivered)..];
+            if !fresh.is_empty() {
                 subs.subscribers
-                    .retain(|s| match s.buffer.try_send(change.clone()) {
-                        Ok(()) => {
-                            stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    .retain(|s| match s.mailbox.offer(fresh, self.shared.buffer) {
+                        Some(n) => {
+                            stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
                             true
                         }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            let _ = s.ended.set(Ended::Lagged);
+                        None => {
                             stats.lagged.fetch_add(1, Ordering::Relaxed);
                             false
                         }
-                        // The subscription is gone; its Drop removes it too.
-                        Err(mpsc::error::TrySendError::Closed(_)) => false,
                     });
             }
             subs.delivered = subs.delivered.max(last);
@@ -271,7 +267,7 @@ impl Hub {
                 if s.user != user {
                     return true;
                 }
-                let _ = s.ended.set(Ended::Forbidden);
+                s.mailbox.end(Ended::Forbidden);
                 self.shared.stats.forbidden.fetch_add(1, Ordering::Relaxed);
                 false
             });
@@ -288,21 +284,14 @@ pub struct Attachment {
     shared: Arc<Shared>,
     space: SpaceId,
     id: u64,
-    receiver: mpsc::Receiver<Arc<SharedChange>>,
-    ended: Arc<OnceLock<Ended>>,
+    mailbox: Arc<Mailbox<Arc<SharedChange>>>,
 }
 
 impl Attachment {
     /// The next change, or why there are no more. A removed member gets
     /// [`Ended::Forbidden`] at once; a lagging one first gets what its buffer holds.
     pub async fn next(&mut self) -> Result<Arc<SharedChange>, Ended> {
-        if let Some(Ended::Forbidden) = self.ended.get() {
-            return Err(Ended::Forbidden);
-        }
-        match self.receiver.recv().await {
-            Some(change) if self.ended.get() != Some(&Ended::Forbidden) => Ok(change),
-            _ => Err(self.ended.get().copied().unwrap_or(Ended::Stopped)),
-        }
+        poll_fn(|cx| self.mailbox.poll_next(cx)).await
     }
 }
 
