@@ -17,6 +17,10 @@ use crate::storage::{Notice, StoreError};
 const SCHEMA_VERSION: i64 = 1;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
+/// Reads running on blocking threads at once. More would only add threads (each with its
+/// stack and allocator heap) and connections waiting for the same few cores: a burst of
+/// subscriptions replaying at once once spawned a thread each.
+const MAX_BLOCKING_READS: usize = IDLE_READERS;
 /// Address space each connection may map (not memory it uses).
 const MMAP_BYTES: u64 = 1 << 30;
 /// How often the WAL is checkpointed into the database file.
@@ -25,6 +29,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 pub struct Db {
     pub(super) writer: Writer,
     readers: Arc<ReaderPool>,
+    blocking_reads: tokio::sync::Semaphore,
     /// Dropping it stops the checkpointer thread.
     _checkpointer: mpsc::Sender<()>,
     /// Held for the life of the process: the data dir's exclusive lock.
@@ -62,6 +67,7 @@ impl Db {
                 path: path.to_owned(),
                 idle: Mutex::new(Vec::new()),
             }),
+            blocking_reads: tokio::sync::Semaphore::new(MAX_BLOCKING_READS),
             _lock: lock,
         })
     }
@@ -87,6 +93,11 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        let _slot = self
+            .blocking_reads
+            .acquire()
+            .await
+            .map_err(|e| anyhow::anyhow!("read slots closed: {e}"))?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
