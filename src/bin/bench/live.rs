@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Args, Client, Server, client_for, create_files, ms, start_server};
 
@@ -201,9 +202,11 @@ pub async fn memory_runs(
     report: &mut String,
 ) -> anyhow::Result<()> {
     report.push_str(
-        "\nIdle subscriptions: the server's resident memory (VmRSS) before and after opening \
-         that many websockets, each with one `changes` subscription that has received READY.\n\n\
-         | idle subscriptions | RSS before | RSS after | per subscription |\n|---:|---:|---:|---:|\n",
+        "\nIdle subscriptions: the server's resident memory (VmRSS) before opening that many \
+         websockets, once each is initialised (`connection_ack`), and once each has one \
+         `changes` subscription that has received READY.\n\n\
+         | idle subscriptions | RSS before | RSS after | per connection | per subscription | per subscription, total |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
     );
     for &n in &args.idle {
         let dir = dir.join(format!("idle-{n}"));
@@ -216,15 +219,20 @@ pub async fn memory_runs(
         drop(open_subscriptions(&server, &client, &space, 64, SUBSCRIPTION).await?);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = rss_bytes(&server)?;
-        let sockets = open_subscriptions(&server, &client, &space, n, SUBSCRIPTION).await?;
+        let sockets = open_connections(&server, &client, n).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let connected = rss_bytes(&server)?;
+        let sockets = subscribe_all(sockets, &space, SUBSCRIPTION).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = rss_bytes(&server)?;
-        let per = after.saturating_sub(before) as f64 / n as f64;
+        let per = |from: u64, to: u64| to.saturating_sub(from) as f64 / n as f64 / 1024.0;
         report.push_str(&format!(
-            "| {n} | {:.1} MiB | {:.1} MiB | {:.1} KiB |\n",
+            "| {n} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.1} KiB | {:.1} KiB |\n",
             before as f64 / 1048576.0,
             after as f64 / 1048576.0,
-            per / 1024.0
+            per(before, connected),
+            per(connected, after),
+            per(before, after),
         ));
         drop(sockets);
     }
@@ -265,24 +273,61 @@ async fn open_subscriptions(
     n: usize,
     query: &str,
 ) -> anyhow::Result<Vec<Socket>> {
+    let sockets = open_connections(server, client, n).await?;
+    subscribe_all(sockets, space, query).await
+}
+
+/// `n` websockets, each initialised (`connection_ack` received).
+async fn open_connections(
+    server: &Server,
+    client: &Client,
+    n: usize,
+) -> anyhow::Result<Vec<Socket>> {
     let url = format!("{}/graphql/ws", server.base.replacen("http", "ws", 1));
     let opened = futures::stream::iter(0..n)
-        .map(|_| subscribe_one(&url, &client.token, space, query))
+        .map(|_| connect_one(&url, &client.token))
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
     opened.into_iter().collect()
 }
 
-async fn subscribe_one(url: &str, token: &str, space: &str, query: &str) -> anyhow::Result<Socket> {
+/// Subscribes on every socket; each past READY.
+async fn subscribe_all(
+    sockets: Vec<Socket>,
+    space: &str,
+    query: &str,
+) -> anyhow::Result<Vec<Socket>> {
+    let subscribed = futures::stream::iter(sockets)
+        .map(|socket| subscribe_one(socket, space, query))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    subscribed.into_iter().collect()
+}
+
+async fn connect_one(url: &str, token: &str) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static("graphql-transport-ws"),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(client_config()), false).await?;
     let init = json!({ "type": "connection_init", "payload": { "token": token } });
     socket.send(Message::Text(init.to_string().into())).await?;
+    while let Some(frame) = socket.next().await {
+        if let Message::Text(text) = frame? {
+            if text.contains("connection_ack") {
+                return Ok(socket);
+            }
+            bail!("unexpected message while connecting: {text}");
+        }
+    }
+    bail!("the server closed the websocket while connecting")
+}
+
+async fn subscribe_one(mut socket: Socket, space: &str, query: &str) -> anyhow::Result<Socket> {
     let subscribe = json!({ "type": "subscribe", "id": "1",
         "payload": { "query": query, "variables": { "s": space } } });
     socket
@@ -293,10 +338,17 @@ async fn subscribe_one(url: &str, token: &str, space: &str, query: &str) -> anyh
             if text.contains("\"READY\"") {
                 return Ok(socket);
             }
-            if !text.contains("connection_ack") {
+            if !text.contains("\"ping\"") {
                 bail!("unexpected message while subscribing: {text}");
             }
         }
     }
     bail!("the server closed the websocket while subscribing")
+}
+
+/// The subscribers' websocket settings. tungstenite zero-fills its whole read buffer on
+/// each read, and the default of 128 KiB per read would make the clients, which share
+/// the machine's two cores with the server, slower than the server they measure.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
 }
