@@ -46,3 +46,16 @@ pub fn unauthenticated(e: &AuthError) -> GqlError {
 pub fn bad_input(message: impl Into<String>) -> GqlError {
     to_gql(Error::BadInput(message.into()))
 }
+
+/// Errors raised by GraphQL itself (syntax, validation, wrong argument types, depth and
+/// complexity limits) carry no code: they are all the client's to fix.
+pub fn fill_codes(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(async_graphql::ErrorExtensionValues::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", async_graphql::Value::from("BAD_INPUT"));
+        }
+    }
+}

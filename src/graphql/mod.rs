@@ -11,6 +11,7 @@ use crate::sync::SyncService;
 
 pub mod error;
 mod file_list;
+pub mod live;
 mod mutation;
 mod query;
 mod query_cache;
@@ -33,6 +34,7 @@ pub struct Viewer(pub Result<UserId, AuthError>);
 /// Builds the schema with its limits and the service.
 pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncSchema {
     Schema::build(Query, Mutation, Subscription)
+        .data(live::LiveRenderer::new(service.clone()))
         .data(service)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)

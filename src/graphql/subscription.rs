@@ -1,22 +1,14 @@
 //! The subscription root: live changes of a space or of one file, resumable from a cursor.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use async_graphql::parser::types::Field;
-use async_graphql::registry::Registry;
-use async_graphql::{
-    Context, ContextSelectionSet, ID, Object, OutputType, Positioned, ServerResult,
-    Subscription as GqlSubscription, Value,
-};
+use async_graphql::{Context, ID, Object, Subscription as GqlSubscription};
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::error::IntoGql;
 use super::scalars::Cursor;
 use super::types::{ChangeKind, File, datetime};
-use super::{error::to_gql, parse_id, service, viewer};
+use super::{error::to_gql, live, parse_id, service, viewer};
 use crate::domain;
 use crate::sync::{LiveEvent, LiveStream};
 
@@ -38,7 +30,7 @@ impl Subscription {
         space_id: ID,
         since: Option<Cursor>,
         file_ids: Option<Vec<ID>>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChangeEvent>> + use<>> {
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<ChangeEvent>>> {
         let files = file_ids
             .map(|ids| {
                 ids.iter()
@@ -55,7 +47,7 @@ impl Subscription {
             )
             .await
             .gql()?;
-        Ok(events(stream, render_key(ctx)))
+        Ok(live::hand_over(ctx, stream))
     }
 
     /// The changes of one file, as `changes` with `fileIds: [id]`.
@@ -64,7 +56,7 @@ impl Subscription {
         ctx: &Context<'_>,
         id: ID,
         since: Option<Cursor>,
-    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ChangeEvent>> + use<>> {
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<ChangeEvent>>> {
         let stream = service(ctx)
             .subscribe_file(
                 viewer(ctx)?,
@@ -73,91 +65,23 @@ impl Subscription {
             )
             .await
             .gql()?;
-        Ok(events(stream, render_key(ctx)))
+        Ok(live::hand_over(ctx, stream))
     }
 }
 
-fn events(
-    stream: LiveStream,
-    render_key: u128,
-) -> impl Stream<Item = async_graphql::Result<ChangeEvent>> {
-    stream.map(move |event| {
-        event
-            .map(|event| ChangeEvent {
-                fields: ChangeEventFields(event),
-                render_key,
-            })
-            .map_err(to_gql)
-    })
-}
-
-/// What identifies how this subscription renders an event: its selection set, the
-/// fragments it may spread, and the variables when the selection uses any (not the root
-/// field's arguments: subscribers resuming from different cursors still share).
-fn render_key(ctx: &Context<'_>) -> u128 {
-    use std::hash::{Hash, Hasher};
-    let selection = format!("{:?}", ctx.item.node.selection_set);
-    let fragments: BTreeMap<_, _> = ctx.query_env.fragments.iter().collect();
-    let fragments = format!("{fragments:?}");
-    let variables = if selection.contains("Variable(") || fragments.contains("Variable(") {
-        format!("{:?}", ctx.query_env.variables)
-    } else {
-        String::new()
-    };
-    let half = |seed: u64| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (seed, &selection, &fragments, &variables).hash(&mut h);
-        u128::from(h.finish())
-    };
-    (half(1) << 64) | half(2)
+/// The events of a subscription as async-graphql resolves them, one subscriber at a
+/// time: for requests that do not come through the websocket's fast path (see `live`).
+pub(super) fn events(stream: LiveStream) -> BoxStream<'static, async_graphql::Result<ChangeEvent>> {
+    stream
+        .map(|event| event.map(ChangeEvent).map_err(to_gql))
+        .boxed()
 }
 
 /// One event of a live subscription: a committed change, or the `READY` marker.
-///
-/// A change reaches every subscriber of its space as one shared value, and most
-/// subscriptions ask for the same fields: the first subscriber to render it with a given
-/// selection remembers the result on the change (when rendering raised no error), and
-/// the others reuse it rather than resolving every field again.
-pub struct ChangeEvent {
-    fields: ChangeEventFields,
-    render_key: u128,
-}
+pub struct ChangeEvent(pub(super) LiveEvent);
 
-impl OutputType for ChangeEvent {
-    fn type_name() -> Cow<'static, str> {
-        ChangeEventFields::type_name()
-    }
-
-    fn create_type_info(registry: &mut Registry) -> String {
-        ChangeEventFields::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        let LiveEvent::Change(shared) = &self.fields.0 else {
-            return OutputType::resolve(&self.fields, ctx, field).await;
-        };
-        if let Some(value) = shared.rendering::<Value>(self.render_key) {
-            return Ok((*value).clone());
-        }
-        let errors = || ctx.query_env.errors.lock().map_or(usize::MAX, |e| e.len());
-        let before = errors();
-        let value = OutputType::resolve(&self.fields, ctx, field).await?;
-        if errors() == before {
-            shared.remember(self.render_key, Arc::new(value.clone()));
-        }
-        Ok(value)
-    }
-}
-
-/// The fields of [`ChangeEvent`].
-pub struct ChangeEventFields(LiveEvent);
-
-#[Object(name = "ChangeEvent", serial)]
-impl ChangeEventFields {
+#[Object(serial)]
+impl ChangeEvent {
     /// Resume from here: the cursor of this change (for `READY`, of the last change seen).
     async fn cursor(&self) -> Cursor {
         match &self.0 {
@@ -202,7 +126,7 @@ impl ChangeEventFields {
     }
 }
 
-impl ChangeEventFields {
+impl ChangeEvent {
     fn change(&self) -> Option<&domain::Change> {
         match &self.0 {
             LiveEvent::Ready(_) => None,

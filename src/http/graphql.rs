@@ -1,7 +1,7 @@
 //! `POST /graphql` (and `GET` for queries), GraphiQL.
 
+use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{ErrorExtensionValues, ParseRequestError, Value};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
@@ -11,6 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use super::AppState;
 use super::errors::error_response;
 use crate::graphql::Viewer;
+use crate::graphql::error::fill_codes;
 
 pub(super) async fn graphql_handler(
     State(state): State<AppState>,
@@ -35,19 +36,6 @@ pub(super) async fn graphql_handler(
     let mut response = state.schema.execute(request.data(viewer)).await;
     fill_codes(&mut response);
     GraphQLResponse::from(response).into_response()
-}
-
-/// Errors raised by GraphQL itself (syntax, validation, wrong argument types, depth and
-/// complexity limits) carry no code: they are all the client's to fix.
-pub(super) fn fill_codes(response: &mut async_graphql::Response) {
-    for error in &mut response.errors {
-        let extensions = error
-            .extensions
-            .get_or_insert_with(ErrorExtensionValues::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", Value::from("BAD_INPUT"));
-        }
-    }
 }
 
 /// A body that is not a GraphQL request at all.

@@ -233,6 +233,81 @@ async fn removing_a_member_ends_their_subscription_and_spaces_never_mix() {
     );
 }
 
+/// Subscribers of one space that select differently (aliases, fragments, variables in
+/// directives, `__typename`, two root fields) each get exactly the shape they asked for,
+/// although one change is rendered once per distinct selection and shared.
+#[tokio::test]
+async fn each_subscriber_gets_the_shape_it_selected() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Shapes").await;
+    let (file, _) = new_file(&app, &space, "shaped.txt").await;
+    let fragment = "subscription($s: ID!, $withFile: Boolean!) { changes(spaceId: $s) { ...E } } \
+                    fragment E on ChangeEvent { version file @include(if: $withFile) { name } }";
+    let both = "subscription($s: ID!, $f: ID!) { all: changes(spaceId: $s) { version } \
+                one: fileChanged(id: $f) { kind version } }";
+    let subscriptions = [
+        (
+            "subscription($s: ID!) { changes(spaceId: $s) { version } }",
+            json!({ "s": space }),
+        ),
+        (
+            "subscription($s: ID!) { mine: changes(spaceId: $s) { version } }",
+            json!({ "s": space }),
+        ),
+        (
+            "subscription($s: ID!) { ours: changes(spaceId: $s) { version } }",
+            json!({ "s": space }),
+        ),
+        (
+            "subscription($s: ID!) { changes(spaceId: $s) { __typename version } }",
+            json!({ "s": space }),
+        ),
+        (fragment, json!({ "s": space, "withFile": true })),
+        (fragment, json!({ "s": space, "withFile": false })),
+        (both, json!({ "s": space, "f": file })),
+    ];
+    let mut sockets = Vec::new();
+    for (query, variables) in &subscriptions {
+        let mut ws = app.ws_as("alice", TRANSPORT_WS).await;
+        ws.subscribe("s", query, variables.clone()).await;
+        let roots = if *query == both { 2 } else { 1 };
+        for _ in 0..roots {
+            let ready = ws.recv().await.unwrap();
+            assert_eq!(ready["type"], "next", "{ready}");
+        }
+        sockets.push(ws);
+    }
+
+    app.update_metadata("alice", &file, 1, "k", "v").await;
+    let mut seen = Vec::new();
+    for ws in &mut sockets {
+        let message = ws.recv().await.unwrap();
+        assert_eq!(message["type"], "next", "{message}");
+        seen.push(message["payload"].clone());
+    }
+    let both_second = sockets[6].recv().await.unwrap()["payload"].clone();
+    let mut both = [seen[6].clone(), both_second];
+    both.sort_by_key(|payload| payload["data"].get("one").is_some());
+    assert_eq!(
+        seen[..6],
+        [
+            json!({ "data": { "changes": { "version": 2 } } }),
+            json!({ "data": { "mine": { "version": 2 } } }),
+            json!({ "data": { "ours": { "version": 2 } } }),
+            json!({ "data": { "changes": { "__typename": "ChangeEvent", "version": 2 } } }),
+            json!({ "data": { "changes": { "version": 2, "file": { "name": "shaped.txt" } } } }),
+            json!({ "data": { "changes": { "version": 2 } } }),
+        ]
+    );
+    assert_eq!(
+        both,
+        [
+            json!({ "data": { "all": { "version": 2 } } }),
+            json!({ "data": { "one": { "kind": "UPDATED", "version": 2 } } }),
+        ]
+    );
+}
+
 /// The mutation for a change with about 8 KB of metadata: a large event.
 const BULKY_UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) {
     updateFile(id: $id, baseVersion: $b, input: { metadata: [

@@ -8,6 +8,9 @@
 //! taking changes, and the hub closes any that fill their bounded buffer in the meantime,
 //! so a stuck client holds a fixed amount of memory and never slows the others.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use async_graphql::{Response, Value};
@@ -15,26 +18,26 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response as HttpResponse;
 use futures::stream::{BoxStream, SplitSink};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
 use super::AppState;
-use super::graphql::fill_codes;
 use crate::config::SubscriptionSettings;
 use crate::domain::UserId;
 use crate::graphql::Viewer;
+use crate::graphql::error::fill_codes;
+use crate::graphql::live::{LiveOperation, LiveSlot, Rendered};
 
 pub mod protocol;
 
 use protocol::{ClientMessage, Protocol, close};
 
 /// Bytes read from the socket at a time. Client messages are small (a subscription
-/// document; a larger frame grows the buffer to fit). tungstenite zero-fills the whole
-/// buffer on each read, so it is resident memory of every connection: its default of
-/// 128 KiB would dwarf everything else, and 1 KiB measured 3 KiB less per idle
-/// subscription than 4 KiB (BENCHMARKS.md).
-const READ_BUFFER: usize = 1024;
+/// document; a larger one takes a few reads, and the buffer grows to fit a frame). This
+/// buffer is resident memory of every connection: tungstenite's default of 128 KiB would
+/// dwarf everything else (BENCHMARKS.md).
+const READ_BUFFER: usize = 512;
 /// Bytes a connection may have written but not yet flushed to the socket.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
 /// Longest close reason a close frame carries (the websocket limit is 123 bytes).
@@ -56,7 +59,63 @@ pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade)
         })
 }
 
-type Operation = BoxStream<'static, Option<Response>>;
+/// One running operation: async-graphql's execution of it, then, when a subscription
+/// resolver handed its events over (see `graphql::live`), those events, already rendered.
+struct Operation {
+    executing: Option<BoxStream<'static, Response>>,
+    /// Where a resolver leaves its live events; gone once the execution has ended.
+    slot: Option<Arc<LiveSlot>>,
+    live: Option<LiveOperation>,
+    completed: bool,
+}
+
+/// What an operation has for the client.
+enum Outgoing {
+    Response(Response),
+    Rendered(Rendered),
+    /// The operation has nothing more.
+    Complete,
+}
+
+impl Stream for Operation {
+    type Item = Outgoing;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
+        let this = &mut *self;
+        if let Some(executing) = &mut this.executing {
+            match executing.poll_next_unpin(cx) {
+                Poll::Ready(Some(response)) => {
+                    return Poll::Ready(Some(Outgoing::Response(response)));
+                }
+                Poll::Ready(None) => this.executing = None,
+                Poll::Pending => {}
+            }
+        }
+        if this.live.is_none() {
+            this.live = this.slot.as_ref().and_then(|slot| slot.take());
+            if this.executing.is_none() {
+                this.slot = None;
+            }
+        }
+        if let Some(live) = &mut this.live {
+            match live.poll_next_unpin(cx) {
+                Poll::Ready(Some(rendered)) => {
+                    return Poll::Ready(Some(Outgoing::Rendered(rendered)));
+                }
+                Poll::Ready(None) => this.live = None,
+                Poll::Pending => {}
+            }
+        }
+        if this.executing.is_some() || this.live.is_some() {
+            Poll::Pending
+        } else if this.completed {
+            Poll::Ready(None)
+        } else {
+            this.completed = true;
+            Poll::Ready(Some(Outgoing::Complete))
+        }
+    }
+}
 
 /// Why the loop stopped.
 enum Exit {
@@ -71,12 +130,18 @@ struct Connection {
     protocol: Protocol,
     state: AppState,
     user: Option<UserId>,
-    /// Running operations by client-chosen id. Each stream ends with `None`.
+    /// Running operations by client-chosen id.
     operations: StreamMap<String, Operation>,
 }
 
 impl Connection {
-    async fn serve(socket: WebSocket, protocol: Protocol, state: AppState) {
+    /// The connection's task. Everything is set up before the returned future, so that
+    /// it holds only what the connection keeps (it is resident memory of every one).
+    fn serve(
+        socket: WebSocket,
+        protocol: Protocol,
+        state: AppState,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let settings = state.subscriptions.clone();
         let (sink, mut source) = socket.split();
         let connections = state.metrics.ws_connections.clone();
@@ -86,13 +151,16 @@ impl Connection {
             protocol,
             state,
             user: None,
-            operations: StreamMap::new(),
+            // Room for one: most connections run a single subscription.
+            operations: StreamMap::with_capacity(1),
         };
-        let exit = conn.run(&mut source, &settings).await;
-        if let Exit::Close(code, reason) = exit {
-            let _ = conn.close(code, reason, settings.send_timeout).await;
+        async move {
+            let exit = conn.run(&mut source, &settings).await;
+            if let Exit::Close(code, reason) = exit {
+                let _ = Box::pin(conn.close(code, reason, settings.send_timeout)).await;
+            }
+            connections.dec();
         }
-        connections.dec();
     }
 
     async fn run(
@@ -109,6 +177,8 @@ impl Connection {
         let shutdown = self.state.shutdown.clone();
         let shutdown = shutdown.cancelled();
         tokio::pin!(init_deadline, shutdown);
+        // The handlers below are boxed: inline, their futures would be part of this one,
+        // which every connection keeps resident for its whole life.
         loop {
             let step = tokio::select! {
                 biased;
@@ -124,7 +194,7 @@ impl Connection {
                 frame = source.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
                         match protocol::parse(self.protocol, text.as_str()) {
-                            Ok(message) => self.handle(message).await,
+                            Ok(message) => Box::pin(self.handle(message)).await,
                             Err(why) => Err(Exit::Close(close::BAD_REQUEST, why)),
                         }
                     }
@@ -137,10 +207,10 @@ impl Connection {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => Err(Exit::Drop),
                 },
                 Some((id, result)) = self.operations.next(), if !self.operations.is_empty() => {
-                    self.deliver(id, result).await
+                    Box::pin(self.deliver(id, result)).await
                 }
                 _ = keep_alive.tick(), if self.user.is_some() => {
-                    self.send(protocol::keep_alive(self.protocol)).await
+                    Box::pin(self.send(protocol::keep_alive(self.protocol))).await
                 }
             };
             if let Err(exit) = step {
@@ -208,32 +278,43 @@ impl Connection {
         }
     }
 
-    /// Starts an operation as the connection's user; its results end with `None`.
+    /// Starts an operation as the connection's user.
     fn execute(&self, mut request: async_graphql::Request) -> Operation {
         self.state.query_cache.prepare(&mut request);
         let viewer = Viewer(self.user.clone().ok_or(crate::auth::AuthError::Missing));
-        self.state
-            .schema
-            .execute_stream(request.data(viewer))
-            .map(Some)
-            .chain(futures::stream::once(async { None }))
-            .boxed()
+        let slot = Arc::new(LiveSlot::default());
+        let request = request.data(viewer).data(slot.clone());
+        Operation {
+            executing: Some(self.state.schema.execute_stream(request).boxed()),
+            slot: Some(slot),
+            live: None,
+            completed: false,
+        }
     }
 
-    /// Sends one result of operation `id`, or its completion (`None`). A result with no
-    /// data and errors ends the operation: it goes out as `error`, and no `complete`
-    /// follows.
-    async fn deliver(&mut self, id: String, result: Option<Response>) -> Result<(), Exit> {
-        let Some(mut response) = result else {
-            return self.send(protocol::complete(&id)).await;
+    /// Sends what operation `id` has for the client. A result with no data and errors
+    /// ends the operation: it goes out as `error`, and no `complete` follows.
+    async fn deliver(&mut self, id: String, outgoing: Outgoing) -> Result<(), Exit> {
+        let errors = match outgoing {
+            Outgoing::Complete => return self.send(protocol::complete(&id)).await,
+            Outgoing::Rendered(Rendered::Next(payload)) => {
+                return self
+                    .send(protocol::next_rendered(self.protocol, &id, &payload))
+                    .await;
+            }
+            Outgoing::Rendered(Rendered::Failed(errors)) => errors,
+            Outgoing::Response(mut response) => {
+                fill_codes(&mut response);
+                if response.data != Value::Null || response.errors.is_empty() {
+                    return self
+                        .send(protocol::next(self.protocol, &id, &response))
+                        .await;
+                }
+                response.errors
+            }
         };
-        fill_codes(&mut response);
-        if response.data == Value::Null && !response.errors.is_empty() {
-            self.operations.remove(&id);
-            return self.send(protocol::error(&id, &response.errors)).await;
-        }
-        self.send(protocol::next(self.protocol, &id, &response))
-            .await
+        self.operations.remove(&id);
+        self.send(protocol::error(&id, &errors)).await
     }
 
     async fn send(&mut self, text: String) -> Result<(), Exit> {
@@ -263,14 +344,20 @@ impl Connection {
 }
 
 /// Writes one frame, giving up (and dropping the connection) when the client does not
-/// take it within `timeout`.
+/// take it within `timeout`. The timer is only armed when the socket cannot take the frame
+/// at once, which is rare: arming one per frame was a visible cost of fan-out.
 async fn send_within(
     sink: &mut SplitSink<WebSocket, Message>,
     message: Message,
     timeout: Duration,
 ) -> Result<(), Exit> {
-    match tokio::time::timeout(timeout, sink.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) | Err(_) => Err(Exit::Drop),
-    }
+    let mut send = std::pin::pin!(sink.send(message));
+    let sent = match (&mut send).now_or_never() {
+        Some(sent) => sent,
+        None => match tokio::time::timeout(timeout, send).await {
+            Ok(sent) => sent,
+            Err(_) => return Err(Exit::Drop),
+        },
+    };
+    sent.map_err(|_| Exit::Drop)
 }

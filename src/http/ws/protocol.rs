@@ -131,11 +131,21 @@ pub fn pong(payload: Option<Value>) -> String {
 
 /// One result of an operation.
 pub fn next(protocol: Protocol, id: &str, response: &Response) -> String {
-    let kind = match protocol {
+    encode(next_kind(protocol), Some(id), Some(response))
+}
+
+/// `next` with a payload already serialised (a rendered live event).
+pub fn next_rendered(protocol: Protocol, id: &str, payload: &str) -> String {
+    let kind = next_kind(protocol);
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".into());
+    format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#)
+}
+
+fn next_kind(protocol: Protocol) -> &'static str {
+    match protocol {
         Protocol::TransportWs => "next",
         Protocol::Legacy => "data",
-    };
-    encode(kind, Some(id), Some(response))
+    }
 }
 
 /// Errors that end an operation (no `complete` follows).
@@ -193,6 +203,23 @@ mod tests {
         ] {
             let why = parse(Protocol::TransportWs, bad).unwrap_err();
             assert!(why.starts_with("Invalid message received"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_rendered_payload_is_framed_as_a_response_would_be() {
+        let response = Response::new(
+            async_graphql::Value::from_json(serde_json::json!({ "changes": { "cursor": "c\"1" } }))
+                .unwrap(),
+        );
+        let payload = serde_json::to_string(&response).unwrap();
+        for protocol in [Protocol::TransportWs, Protocol::Legacy] {
+            for id in ["1", "a \"quoted\" id"] {
+                let framed: Value =
+                    serde_json::from_str(&next_rendered(protocol, id, &payload)).unwrap();
+                let encoded: Value = serde_json::from_str(&next(protocol, id, &response)).unwrap();
+                assert_eq!(framed, encoded);
+            }
         }
     }
 }

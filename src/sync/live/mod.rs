@@ -13,7 +13,6 @@
 //!    duplicate of the catch-up and is skipped; one past a hole fills the hole from the
 //!    store first (notices may come late or out of order on some backends).
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,7 @@ use super::{Error, Result, SyncService};
 use crate::domain::{Change, Cursor, FileId, SpaceId, UserId};
 
 mod hub;
+mod mailbox;
 
 use hub::Ended;
 pub(super) use hub::Hub;
@@ -50,11 +50,11 @@ pub enum LiveEvent {
 
 /// A change as the hub hands it to every subscriber of its space, with a memo of its
 /// renderings: a thousand subscriptions asking for the same fields render it once. The
-/// memo is keyed by whatever identifies a rendering for the layer that renders (here:
-/// a hash of the GraphQL selection), and holds what that layer made of it.
+/// memo is keyed by whatever identifies a rendering for the layer that renders (for
+/// GraphQL: a hash of the selection) and holds the text that layer sends.
 pub struct SharedChange {
     pub change: Change,
-    renderings: Mutex<Vec<(u128, Arc<dyn Any + Send + Sync>)>>,
+    renderings: Mutex<Vec<(u128, Arc<str>)>>,
 }
 
 impl SharedChange {
@@ -66,14 +66,14 @@ impl SharedChange {
     }
 
     /// The rendering remembered under `key`, if any.
-    pub fn rendering<T: Any + Send + Sync>(&self, key: u128) -> Option<Arc<T>> {
+    pub fn rendering(&self, key: u128) -> Option<Arc<str>> {
         let renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
         let (_, found) = renderings.iter().find(|(k, _)| *k == key)?;
-        found.clone().downcast().ok()
+        Some(found.clone())
     }
 
     /// Remembers a rendering (the first one of a key wins; past a few keys, none is kept).
-    pub fn remember<T: Any + Send + Sync>(&self, key: u128, rendering: Arc<T>) {
+    pub fn remember(&self, key: u128, rendering: Arc<str>) {
         let mut renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
         if renderings.len() < MAX_RENDERINGS && renderings.iter().all(|(k, _)| *k != key) {
             renderings.push((key, rendering));
@@ -187,11 +187,8 @@ impl SyncService {
                 loop {
                     let page = meta.commit_log(space, last, REPLAY_PAGE).await?;
                     let full = page.len() == REPLAY_PAGE;
-                    for change in page {
-                        last = change.file.seq;
-                        if wanted(&change) {
-                            yield LiveEvent::Change(Arc::new(SharedChange::new(change)));
-                        }
+                    for change in take_page(&mut last, page, &wanted) {
+                        yield LiveEvent::Change(change);
                     }
                     if !full {
                         break;
@@ -217,11 +214,8 @@ impl SyncService {
                     if page.is_empty() {
                         break;
                     }
-                    for earlier in page {
-                        last = earlier.file.seq;
-                        if wanted(&earlier) {
-                            yield LiveEvent::Change(Arc::new(SharedChange::new(earlier)));
-                        }
+                    for earlier in take_page(&mut last, page, &wanted) {
+                        yield LiveEvent::Change(earlier);
                     }
                 }
                 last = seq;
@@ -231,4 +225,21 @@ impl SyncService {
             }
         })
     }
+}
+
+/// A page of the commit log as the changes to send (those `wanted`); `last` moves to the
+/// page's end. Shared before they are sent, so that a subscription holds a pointer, not a
+/// change, while it waits for its client.
+fn take_page(
+    last: &mut u64,
+    page: Vec<Change>,
+    wanted: impl Fn(&Change) -> bool,
+) -> Vec<Arc<SharedChange>> {
+    if let Some(end) = page.last() {
+        *last = end.file.seq;
+    }
+    page.into_iter()
+        .filter(|change| wanted(change))
+        .map(|change| Arc::new(SharedChange::new(change)))
+        .collect()
 }
