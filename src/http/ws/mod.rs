@@ -82,14 +82,8 @@ impl Stream for Operation {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Outgoing>> {
         let this = &mut *self;
-        if let Some(executing) = &mut this.executing {
-            match executing.poll_next_unpin(cx) {
-                Poll::Ready(Some(response)) => {
-                    return Poll::Ready(Some(Outgoing::Response(response)));
-                }
-                Poll::Ready(None) => this.executing = None,
-                Poll::Pending => {}
-            }
+        if let Some(response) = poll_part(&mut this.executing, cx) {
+            return Poll::Ready(Some(Outgoing::Response(response)));
         }
         if this.live.is_none() {
             this.live = this.slot.as_ref().and_then(|slot| slot.take());
@@ -97,14 +91,8 @@ impl Stream for Operation {
                 this.slot = None;
             }
         }
-        if let Some(live) = &mut this.live {
-            match live.poll_next_unpin(cx) {
-                Poll::Ready(Some(rendered)) => {
-                    return Poll::Ready(Some(Outgoing::Rendered(rendered)));
-                }
-                Poll::Ready(None) => this.live = None,
-                Poll::Pending => {}
-            }
+        if let Some(rendered) = poll_part(&mut this.live, cx) {
+            return Poll::Ready(Some(Outgoing::Rendered(rendered)));
         }
         if this.executing.is_some() || this.live.is_some() {
             Poll::Pending
@@ -114,6 +102,19 @@ impl Stream for Operation {
             this.completed = true;
             Poll::Ready(Some(Outgoing::Complete))
         }
+    }
+}
+
+/// The next item of one part of an operation, if it has one ready; a part that ended is
+/// dropped.
+fn poll_part<S: Stream + Unpin>(part: &mut Option<S>, cx: &mut TaskContext<'_>) -> Option<S::Item> {
+    match part.as_mut()?.poll_next_unpin(cx) {
+        Poll::Ready(Some(item)) => Some(item),
+        Poll::Ready(None) => {
+            *part = None;
+            None
+        }
+        Poll::Pending => None,
     }
 }
 
