@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll, ready};
 
 use async_graphql::parser::types::{
@@ -38,7 +38,7 @@ use futures::{Stream, StreamExt};
 
 use super::error::{fill_codes, to_gql};
 use super::subscription::{ChangeEvent, events};
-use crate::sync::{Error, LiveEvent, LiveStream, SyncService};
+use crate::sync::{Error, LiveEvent, LiveStream, SyncService, lock};
 
 /// Distinct selections past which plans no subscription uses any more are swept.
 const PLAN_SWEEP_AT: usize = 64;
@@ -292,8 +292,4 @@ fn render_key(ctx: &Context<'_>) -> u128 {
         u128::from(h.finish())
     };
     (half(1) << 64) | half(2)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

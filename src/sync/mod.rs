@@ -20,7 +20,7 @@ mod sweeper;
 mod upload;
 
 pub use error::Error;
-pub use live::{HubStats, LiveEvent, LiveStream, SharedChange};
+pub use live::{HubStats, LiveEvent, LiveStream, SharedChange, lock};
 pub use modify::FileUpdate;
 pub use read::{ChangePage, FilePage};
 pub use upload::{NewUpload, ReceivedUpload, UploadTicket};

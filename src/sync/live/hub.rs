@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::SharedChange;
 use super::mailbox::Mailbox;
+use super::{SharedChange, lock};
 use crate::domain::{SpaceId, UserId};
 use crate::storage::{ChangeFeed, MetadataStore, Notice, StoreError};
 
@@ -230,17 +230,17 @@ impl Hub {
             let stats = &self.shared.stats;
             let fresh = &changes[changes.partition_point(|c| c.file.seq <= subs.delivered)..];
             if !fresh.is_empty() {
-                subs.subscribers
-                    .retain(|s| match s.mailbox.offer(fresh, self.shared.buffer) {
-                        Some(n) => {
-                            stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
-                            true
-                        }
-                        None => {
-                            stats.lagged.fetch_add(1, Ordering::Relaxed);
-                            false
-                        }
-                    });
+                subs.subscribers.retain(|s| {
+                    let kept = s.mailbox.offer(fresh, self.shared.buffer);
+                    if kept {
+                        stats
+                            .delivered
+                            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                    } else {
+                        stats.lagged.fetch_add(1, Ordering::Relaxed);
+                    }
+                    kept
+                });
             }
             subs.delivered = subs.delivered.max(last);
             if subs.subscribers.is_empty() {
@@ -333,10 +333,4 @@ impl Batch {
             }
         }
     }
-}
-
-/// The map is only held for in-memory work, never across an await; a panic while holding
-/// it cannot leave it half-updated in a way that matters, so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -6,10 +6,11 @@
 //! stopped feeding it, and takes a batch of changes with one lock and one wake-up.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use super::hub::Ended;
+use super::lock;
 
 /// Capacity an empty queue keeps; a larger one (after a burst) is given back.
 const KEEP_CAPACITY: usize = 8;
@@ -35,11 +36,11 @@ impl<T> Default for Mailbox<T> {
 impl<T: Clone> Mailbox<T> {
     /// Hub side: adds `changes` in order while fewer than `capacity` wait. When not all
     /// of them fit, the mailbox ends with [`Ended::Lagged`] after the ones that did.
-    /// Returns how many went in, or `None` when it lagged (or had ended already).
-    pub(super) fn offer(&self, changes: &[T], capacity: usize) -> Option<usize> {
-        let mut inner = self.lock();
+    /// Returns whether all of them went in (false when it lagged, or had ended already).
+    pub(super) fn offer(&self, changes: &[T], capacity: usize) -> bool {
+        let mut inner = lock(&self.0);
         if inner.ended.is_some() {
-            return None;
+            return false;
         }
         let room = capacity.saturating_sub(inner.queue.len());
         let taken = changes.len().min(room);
@@ -52,12 +53,12 @@ impl<T: Clone> Mailbox<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        (taken == changes.len()).then_some(taken)
+        taken == changes.len()
     }
 
     /// Hub side: no more changes will come, for this reason (the first reason given stands).
     pub(super) fn end(&self, why: Ended) {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.0);
         inner.ended.get_or_insert(why);
         let waker = inner.waker.take();
         drop(inner);
@@ -69,7 +70,7 @@ impl<T: Clone> Mailbox<T> {
     /// Subscription side: the next change, or why there are no more. A removed member gets
     /// [`Ended::Forbidden`] at once; otherwise what is queued comes first.
     pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<T, Ended>> {
-        let mut inner = self.lock();
+        let mut inner = lock(&self.0);
         if inner.ended == Some(Ended::Forbidden) {
             return Poll::Ready(Err(Ended::Forbidden));
         }
@@ -91,12 +92,6 @@ impl<T: Clone> Mailbox<T> {
         }
         Poll::Pending
     }
-
-    /// The lock guards only in-memory queue operations; a panic while holding it cannot
-    /// leave the queue in a state that matters, so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 #[cfg(test)]
@@ -117,9 +112,9 @@ mod tests {
     fn a_full_mailbox_keeps_what_fit_then_ends_lagged() {
         let mailbox = Mailbox::default();
         assert_eq!(next(&mailbox), Poll::Pending);
-        assert_eq!(mailbox.offer(&changes(2), 3), Some(2));
-        assert_eq!(mailbox.offer(&changes(2), 3), None, "only one more fits");
-        assert_eq!(mailbox.offer(&changes(1), 3), None, "ended already");
+        assert!(mailbox.offer(&changes(2), 3));
+        assert!(!mailbox.offer(&changes(2), 3), "only one more fits");
+        assert!(!mailbox.offer(&changes(1), 3), "ended already");
         for seq in [1, 2, 1] {
             assert_eq!(next(&mailbox), Poll::Ready(Ok(seq)));
         }

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_stream::try_stream;
 use futures::Stream;
@@ -67,14 +67,14 @@ impl SharedChange {
 
     /// The rendering remembered under `key`, if any.
     pub fn rendering(&self, key: u128) -> Option<Arc<str>> {
-        let renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
+        let renderings = lock(&self.renderings);
         let (_, found) = renderings.iter().find(|(k, _)| *k == key)?;
         Some(found.clone())
     }
 
     /// Remembers a rendering (the first one of a key wins; past a few keys, none is kept).
     pub fn remember(&self, key: u128, rendering: Arc<str>) {
-        let mut renderings = self.renderings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut renderings = lock(&self.renderings);
         if renderings.len() < MAX_RENDERINGS && renderings.iter().all(|(k, _)| *k != key) {
             renderings.push((key, rendering));
         }
@@ -93,6 +93,13 @@ impl std::fmt::Debug for SharedChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.change.fmt(f)
     }
+}
+
+/// Locks a mutex of the live machinery. Each guards in-memory work only, never held
+/// across an await; a panic while holding one cannot leave it half-updated in a way that
+/// matters, so poisoning is ignored rather than spread to every subscriber.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The events of one subscription, ending with an error when the server ends it.
