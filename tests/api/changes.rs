@@ -20,14 +20,8 @@ async fn changes_lists_each_file_once_in_its_latest_state_with_tombstones() {
         .as_str()
         .unwrap()
         .to_owned();
-    let a = app.upload("alice", &space, "a.txt", b"a").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = app.upload("alice", &space, "b.txt", b"b").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = app.upload_id("alice", &space, "a.txt", b"a").await;
+    let b = app.upload_id("alice", &space, "b.txt", b"b").await;
     let page = app.changes("alice", &space, None, None).await;
     let cursor = page["nextCursor"].as_str().unwrap().to_owned();
     assert_eq!(page["hasMore"], false);
@@ -50,10 +44,7 @@ async fn changes_lists_each_file_once_in_its_latest_state_with_tombstones() {
         json!({ "id": b }),
     )
     .await;
-    let c = app.upload("alice", &space, "c.txt", b"c").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let c = app.upload_id("alice", &space, "c.txt", b"c").await;
 
     let page = app.changes("alice", &space, Some(&cursor), None).await;
     let got: Vec<_> = page["files"]
@@ -209,10 +200,8 @@ async fn paging_during_concurrent_writes_misses_nothing() {
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
-            app.upload("alice", &space, &format!("f{i:02}"), b"x").await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
+            app.upload_id("alice", &space, &format!("f{i:02}"), b"x")
+                .await,
         );
     }
     let writers: Vec<_> = ids
@@ -269,10 +258,7 @@ async fn paging_during_concurrent_writes_misses_nothing() {
 async fn the_fast_and_the_generic_file_list_answer_the_same() {
     let app = spawn_app().await;
     let space = app.create_space("alice", "Team").await;
-    let a = app.upload("alice", &space, "a.txt", b"a").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = app.upload_id("alice", &space, "a.txt", b"a").await;
     // No content type, and a tombstone (no download URL).
     let ticket = app
         .begin_upload_raw(

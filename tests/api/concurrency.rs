@@ -12,10 +12,7 @@ use crate::helpers::spawn_app;
 async fn thirty_two_concurrent_modifications_lose_nothing() {
     let app = Arc::new(spawn_app().await);
     let space = app.create_space("alice", "Team").await;
-    let id = app.upload("alice", &space, "hot.txt", b"hot").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.upload_id("alice", &space, "hot.txt", b"hot").await;
 
     let clients: Vec<_> = (0..32)
         .map(|client| {

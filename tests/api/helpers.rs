@@ -223,6 +223,12 @@ impl TestApp {
     }
 
     /// The whole three-phase upload; returns the committed file.
+    /// [`TestApp::upload`], returning only the new file's id.
+    pub async fn upload_id(&self, user: &str, space: &str, name: &str, bytes: &[u8]) -> String {
+        let file = self.upload(user, space, name, bytes).await;
+        file["id"].as_str().expect("a file id").to_owned()
+    }
+
     pub async fn upload(&self, user: &str, space: &str, name: &str, bytes: &[u8]) -> Value {
         let ticket = self.begin_upload(user, space, name, bytes, json!({})).await;
         let res = self.put_bytes(&ticket, bytes.to_vec()).await;

@@ -78,10 +78,7 @@ impl JsSubscriber {
 async fn the_graphql_ws_npm_client_sees_every_change_in_order() {
     let app = Arc::new(spawn_app().await);
     let space = app.create_space("alice", "Team").await;
-    let file = app.upload("alice", &space, "hot.txt", b"v1").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let file = app.upload_id("alice", &space, "hot.txt", b"v1").await;
     let query = format!("subscription($s: ID!) {{ changes(spaceId: $s) {{ {EVENT_FIELDS} }} }}");
     let mut js = JsSubscriber::start(
         &app,

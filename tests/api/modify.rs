@@ -11,10 +11,7 @@ const RESTORE: &str = "mutation($id: ID!, $v: Int!, $b: Int!) { restoreVersion(i
 async fn updates_make_new_versions_and_a_stale_base_is_a_conflict() {
     let app = spawn_app().await;
     let space = app.create_space("alice", "Team").await;
-    let id = app.upload("alice", &space, "a.txt", b"content").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.upload_id("alice", &space, "a.txt", b"content").await;
 
     let body = app.update_metadata("alice", &id, 1, "color", "blue").await;
     let v2 = &body["data"]["updateFile"];
@@ -93,14 +90,8 @@ async fn only_the_creator_or_an_owner_may_delete() {
     app.set_member("owner", &space, "carol", Some("EDITOR"))
         .await;
     app.set_member("owner", &space, "vic", Some("VIEWER")).await;
-    let bobs = app.upload("bob", &space, "bob.txt", b"b").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let carols = app.upload("carol", &space, "carol.txt", b"c").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bobs = app.upload_id("bob", &space, "bob.txt", b"b").await;
+    let carols = app.upload_id("carol", &space, "carol.txt", b"c").await;
 
     for user in ["carol", "vic"] {
         let (code, _) = app.gql_err(Some(user), DELETE, json!({ "id": bobs })).await;
@@ -121,10 +112,7 @@ async fn only_the_creator_or_an_owner_may_delete() {
     assert_eq!(by_owner["deleteFile"]["deleted"], true);
 
     // A stale base on delete is a conflict.
-    let d = app.upload("bob", &space, "d.txt", b"d").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let d = app.upload_id("bob", &space, "d.txt", b"d").await;
     app.update_metadata("bob", &d, 1, "k", "v").await;
     let (code, error) = app
         .gql_err(Some("bob"), DELETE, json!({ "id": d, "b": 1 }))
