@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::{Args, Client, Server, client_for, create_files, ms, start_server};
+use super::{Args, Client, Server, client_for, create_files, file_field, ms, start_server};
 
 /// What each latency subscriber asks for: a typical sync client's selection.
 const SUBSCRIPTION: &str = "subscription($s: ID!) { changes(spaceId: $s) { cursor kind fileId version at file { name version size sha256 updatedAt } } }";
@@ -253,16 +253,8 @@ fn rss_bytes(server: &Server) -> anyhow::Result<u64> {
 }
 
 async fn space_of(client: &Client, file: &str) -> anyhow::Result<String> {
-    let data = client
-        .gql(
-            "query($id: ID!) { file(id: $id) { spaceId } }",
-            json!({ "id": file }),
-        )
-        .await?;
-    Ok(data["file"]["spaceId"]
-        .as_str()
-        .context("space id")?
-        .to_owned())
+    let space = file_field(client, file, "spaceId").await?;
+    Ok(space.as_str().context("space id")?.to_owned())
 }
 
 /// `n` websockets, each initialised and subscribed, each past READY.

@@ -392,7 +392,10 @@ async fn update_run(
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
                 let mut count = 0u64;
-                let mut base = current_version(&client, &id).await?;
+                let mut base = file_field(&client, &id, "version")
+                    .await?
+                    .as_i64()
+                    .context("version")?;
                 loop {
                     let sent = Instant::now();
                     if sent >= end {
@@ -429,14 +432,15 @@ async fn update_run(
     })
 }
 
-async fn current_version(client: &Client, id: &str) -> anyhow::Result<i64> {
-    let data = client
+/// One scalar field of file `id`, as JSON.
+async fn file_field(client: &Client, id: &str, field: &str) -> anyhow::Result<Value> {
+    let mut data = client
         .gql(
-            "query($id: ID!) { file(id: $id) { version } }",
+            &format!("query($id: ID!) {{ file(id: $id) {{ {field} }} }}"),
             json!({ "id": id }),
         )
         .await?;
-    data["file"]["version"].as_i64().context("version")
+    Ok(data["file"][field].take())
 }
 
 /// What a sync client keeps of a `changes` page (deserialised into types, as a real
