@@ -11,7 +11,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use futures::future::BoxFuture;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, StorageSettings};
 use crate::domain::{
@@ -19,11 +21,15 @@ use crate::domain::{
     Role, Sha256, SpaceId, SpaceName, UploadId, UserId, VersionRecord,
 };
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod embedded;
 mod error;
+mod requests;
 pub mod url_signing;
 
 pub use error::{BlobError, StoreError};
+pub use requests::RequestCounter;
 
 /// A space as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +76,9 @@ pub enum Notice {
     Committed { space_id: SpaceId, seq: u64 },
     /// `user`'s role in the space changed, or `user` left it.
     MembershipChanged { space_id: SpaceId, user: UserId },
+    /// Notices may have been lost (the stream was trimmed before it was read): every
+    /// reader should check the store for what it follows.
+    Resync,
 }
 
 /// Versioned metadata: spaces, members, files, versions, pending uploads.
@@ -262,6 +271,35 @@ pub trait BlobStore: Send + Sync + 'static {
 /// The source of notices (embedded: the writer's commit log; AWS: DynamoDB Streams).
 pub trait ChangeFeed: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<Notice>;
+
+    /// The feed's own background work (AWS: the stream consumer), until `stop` is
+    /// cancelled. The embedded feed has none.
+    fn run(&self, stop: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async move { stop.cancelled().await })
+    }
+}
+
+/// "An object was stored" events from the object store (S3 `ObjectCreated` through SQS).
+/// The sync layer commits the pending upload each names, as `commitUpload` would.
+#[async_trait]
+pub trait StorageEvents: Send + Sync + 'static {
+    /// Waits (long-polls) for the next events; an empty batch is fine.
+    async fn receive(&self) -> Result<Vec<StorageEvent>, BlobError>;
+    /// The event is dealt with: it will not come again. An event never acknowledged comes
+    /// again a bounded number of times, then goes to the dead-letter queue.
+    async fn acknowledge(&self, receipt: &str) -> Result<(), BlobError>;
+}
+
+/// One storage event message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageEvent {
+    /// The keys of the objects it says were stored in our bucket, decoded. Empty for a
+    /// test event or one about another bucket.
+    pub keys: Vec<String>,
+    /// Whether the message was understood. A malformed one is never acknowledged, so that
+    /// it ends in the dead-letter queue for someone to look at.
+    pub understood: bool,
+    pub receipt: String,
 }
 
 /// The opened backend: one handle per part.
@@ -270,6 +308,10 @@ pub struct Storage {
     pub meta: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub feed: Arc<dyn ChangeFeed>,
+    /// Storage events, where the backend has them (AWS with an events queue).
+    pub events: Option<Arc<dyn StorageEvents>>,
+    /// Requests made to the services behind the backend (none for the embedded one).
+    pub requests: RequestCounter,
 }
 
 /// What the storage layer needs from the running server to open a backend.
@@ -284,8 +326,45 @@ pub struct OpenContext {
 pub async fn open(settings: &StorageSettings, ctx: OpenContext) -> anyhow::Result<Storage> {
     match settings.backend {
         Backend::Embedded => embedded::open(&settings.data_dir, ctx).await,
+        #[cfg(feature = "aws")]
+        Backend::Aws => {
+            let _ = ctx;
+            aws::open(settings).await
+        }
+        #[cfg(not(feature = "aws"))]
         Backend::Aws => anyhow::bail!(
-            "storage backend \"aws\" is not available in this build yet; use \"embedded\""
+            "storage backend \"aws\" is not in this build: build with `--features aws`"
         ),
+    }
+}
+
+/// The least string greater than every string that starts with `prefix`, or `None` when
+/// there is none (empty prefix, or a prefix of only U+10FFFF).
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(c as u32 + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn upper_bounds_cover_exactly_the_prefix() {
+        assert_eq!(prefix_upper_bound(""), None);
+        assert_eq!(prefix_upper_bound("docs/").as_deref(), Some("docs0"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        let upper = prefix_upper_bound("caf").unwrap();
+        assert!("café" < upper.as_str() && "cag" >= upper.as_str());
     }
 }

@@ -236,7 +236,7 @@ impl MetadataStore for Db {
             _ => prefix.to_owned(),
         };
         let lower_inclusive = after.is_none_or(|a| a < prefix);
-        let upper = prefix_upper_bound(prefix);
+        let upper = crate::storage::prefix_upper_bound(prefix);
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {FILE_COLUMNS} FROM files
@@ -599,35 +599,4 @@ fn prefixed(table: &str, columns: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The least string greater than every string that starts with `prefix`, or `None` when
-/// there is none (empty prefix, or a prefix of only U+10FFFF).
-pub(super) fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn upper_bounds_cover_exactly_the_prefix() {
-        assert_eq!(prefix_upper_bound(""), None);
-        assert_eq!(prefix_upper_bound("docs/").as_deref(), Some("docs0"));
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        let upper = prefix_upper_bound("caf").unwrap();
-        assert!("café" < upper.as_str() && "cag" >= upper.as_str());
-    }
 }

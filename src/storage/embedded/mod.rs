@@ -45,6 +45,8 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
         meta: Arc::new(db),
         blobs: Arc::new(blobs),
         feed: Arc::new(CommitLog { sender }),
+        events: None,
+        requests: Default::default(),
     })
 }
 

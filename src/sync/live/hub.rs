@@ -182,7 +182,19 @@ impl Hub {
         }
     }
 
-    async fn deliver(&self, batch: Batch) -> Result<(), StoreError> {
+    async fn deliver(&self, mut batch: Batch) -> Result<(), StoreError> {
+        if batch.resync {
+            batch.lagged = true;
+            let followers: Vec<(SpaceId, UserId)> = lock(&self.shared.spaces)
+                .iter()
+                .flat_map(|(space, subs)| subs.subscribers.iter().map(|s| (*space, s.user.clone())))
+                .collect();
+            for follower in followers {
+                if !batch.membership.contains(&follower) {
+                    batch.membership.push(follower);
+                }
+            }
+        }
         let spaces: Vec<SpaceId> = if batch.lagged {
             // Which notices were lost is unknown: look at every space someone follows.
             lock(&self.shared.spaces).keys().copied().collect()
@@ -314,7 +326,10 @@ struct Batch {
     /// The highest seq announced per space.
     committed: HashMap<SpaceId, u64>,
     membership: Vec<(SpaceId, UserId)>,
+    /// Notices were lost on this side of the feed: re-read every space followed.
     lagged: bool,
+    /// Notices were lost before the feed: also recheck every follower's membership.
+    resync: bool,
     len: usize,
 }
 
@@ -331,6 +346,7 @@ impl Batch {
                     self.membership.push((space_id, user));
                 }
             }
+            Notice::Resync => self.resync = true,
         }
     }
 }

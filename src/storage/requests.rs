@@ -1,0 +1,37 @@
+//! Counts of the requests a backend makes to the services behind it (DynamoDB, S3, SQS,
+//! DynamoDB Streams), by service and operation: exported at `/metrics` and read by the
+//! benchmark to report the cost of each API operation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
+}
+
+impl RequestCounter {
+    pub fn count(&self, service: &'static str, operation: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((service, operation)).or_default() += 1;
+    }
+
+    pub fn dynamodb(&self, operation: &'static str) {
+        self.count("dynamodb", operation);
+    }
+
+    pub fn s3(&self, operation: &'static str) {
+        self.count("s3", operation);
+    }
+
+    /// A publish that lost the race for its space's seq and tried again.
+    pub fn seq_retry(&self) {
+        self.count("filesync", "SeqRetry");
+    }
+
+    /// `(service, operation, count)`, in order.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|((s, o), c)| (*s, *o, *c)).collect()
+    }
+}
