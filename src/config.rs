@@ -66,6 +66,19 @@ pub struct StorageSettings {
     pub backend: Backend,
     /// Where the embedded backend keeps its database, blobs and signing key.
     pub data_dir: PathBuf,
+    /// AWS backend: the S3 bucket that holds content.
+    pub bucket: Option<String>,
+    /// AWS backend: the DynamoDB table that holds metadata (streams on, TTL on `ttl`).
+    pub table: String,
+    /// AWS backend: the SQS queue that receives the bucket's `ObjectCreated` events; without
+    /// it, uploads are published only by `commitUpload`.
+    pub events_queue_url: Option<String>,
+    /// AWS backend: address buckets in the path (`endpoint/bucket/key`) rather than the host
+    /// name; needed by most S3 emulators.
+    pub s3_path_style: bool,
+    /// AWS backend: how often each shard of the table's stream is polled when it is quiet.
+    #[serde(with = "humantime_serde")]
+    pub stream_poll_interval: Duration,
 }
 
 impl Default for StorageSettings {
@@ -73,6 +86,11 @@ impl Default for StorageSettings {
         Self {
             backend: Backend::Embedded,
             data_dir: PathBuf::from("filesync-data"),
+            bucket: None,
+            table: "filesync".to_owned(),
+            events_queue_url: None,
+            s3_path_style: false,
+            stream_poll_interval: Duration::from_millis(250),
         }
     }
 }

@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::domain::UserId;
 
 const SECRET_FILE: &str = "jwt-secret";
@@ -124,6 +124,10 @@ pub fn server_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
             );
             Ok(secret.expose().as_bytes().to_vec())
         }
+        None if settings.storage.backend == Backend::Aws => anyhow::bail!(
+            "auth.jwt_secret (FILESYNC_AUTH__JWT_SECRET) must be set with the aws backend: \
+             every replica must accept the same tokens"
+        ),
         None => load_or_create_secret(&settings.storage.data_dir),
     }
 }

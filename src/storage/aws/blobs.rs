@@ -1,0 +1,232 @@
+//! `BlobStore` on S3. Clients send and fetch bytes themselves through presigned URLs; the
+//! server only signs, checks (`HeadObject` with the stored SHA-256), untags and deletes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::TryStreamExt;
+use sha2::Digest;
+
+use crate::domain::{Millis, Sha256, now_millis};
+use crate::storage::{
+    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget,
+    RangeRequest, RequestCounter,
+};
+
+/// The tag an object carries from its upload until its version is committed; the bucket's
+/// lifecycle rule expires objects that still carry it.
+pub const PENDING_TAG: &str = "Status=Pending";
+
+pub struct S3Blobs {
+    client: Client,
+    bucket: String,
+    requests: RequestCounter,
+}
+
+impl S3Blobs {
+    pub fn new(client: Client, bucket: String, requests: RequestCounter) -> Self {
+        Self {
+            client,
+            bucket,
+            requests,
+        }
+    }
+}
+
+fn s3_error(e: impl std::error::Error + Send + Sync + 'static) -> BlobError {
+    BlobError::Other(anyhow::Error::new(e).context("S3 request failed"))
+}
+
+/// A presigned URL lives from now until `expires_at` (at least one second).
+fn presigning(expires_at: Millis) -> Result<PresigningConfig, BlobError> {
+    let ms = u64::try_from(expires_at - now_millis())
+        .unwrap_or(0)
+        .max(1000);
+    PresigningConfig::expires_in(Duration::from_millis(ms))
+        .map_err(|e| BlobError::Other(anyhow::anyhow!("presigning: {e}")))
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    async fn presign_put(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        let size = i64::try_from(target.size).map_err(|_| BlobError::TooLarge)?;
+        // Length, checksum, type and the pending tag are all signed headers: S3 refuses
+        // a body of another length or digest, and the object is tagged from its creation.
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(target.key)
+            .content_length(size)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(target.sha256.to_base64())
+            .set_content_type(target.content_type.map(str::to_owned))
+            .tagging(PENDING_TAG)
+            .presigned(presigning(target.expires_at)?)
+            .await
+            .map_err(s3_error)?;
+        Ok(PresignedRequest {
+            url: request.uri().to_owned(),
+            method: "PUT",
+            headers: request
+                .headers()
+                // The client's HTTP library sets these itself.
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            form_fields: Vec::new(),
+        })
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+        expires_at: Millis,
+    ) -> Result<String, BlobError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_response_content_type(content_type.map(str::to_owned))
+            .presigned(presigning(expires_at)?)
+            .await
+            .map_err(s3_error)?;
+        Ok(request.uri().to_owned())
+    }
+
+    async fn put(&self, key: &str, body: ByteStream, limit: u64) -> Result<BlobInfo, BlobError> {
+        // Only inline uploads come through the server, and they are small (bounded by
+        // `uploads.inline_max_bytes`): collect, hash, and send in one request.
+        let mut bytes = Vec::new();
+        let mut hasher = sha2::Sha256::new();
+        let mut body = body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| BlobError::Other(e.into()))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(BlobError::TooLarge);
+            }
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        let sha256 = Sha256(hasher.finalize().into());
+        let size = bytes.len() as u64;
+        self.requests.s3("PutObject");
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(sha256.to_base64())
+            .tagging(PENDING_TAG)
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(BlobInfo {
+            size,
+            sha256: Some(sha256),
+        })
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        self.requests.s3("HeadObject");
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        };
+        // A multipart object's checksum is a checksum of part checksums ("...-N"), which
+        // cannot be compared with the declared digest: such an object is refused.
+        let sha256 = out
+            .checksum_sha256()
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+            .map(Sha256);
+        Ok(Some(BlobInfo {
+            size: out
+                .content_length()
+                .and_then(|l| u64::try_from(l).ok())
+                .unwrap_or(0),
+            sha256,
+        }))
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<RangeRequest>,
+    ) -> Result<Option<BlobRead>, BlobError> {
+        let Some(info) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let range = match range {
+            None => None,
+            Some(r) => Some(r.resolve(info.size).ok_or(BlobError::RangeNotSatisfiable {
+                total_size: info.size,
+            })?),
+        };
+        self.requests.s3("GetObject");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|r| format!("bytes={}-{}", r.first, r.last)))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        };
+        let reader = out.body.into_async_read();
+        Ok(Some(BlobRead {
+            total_size: info.size,
+            range,
+            stream: Box::pin(tokio_util::io::ReaderStream::new(reader)),
+        }))
+    }
+
+    async fn mark_committed(&self, key: &str) -> Result<(), BlobError> {
+        self.requests.s3("DeleteObjectTagging");
+        self.client
+            .delete_object_tagging()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.requests.s3("DeleteObject");
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+}

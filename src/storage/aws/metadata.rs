@@ -1,0 +1,834 @@
+//! `MetadataStore` on one DynamoDB table. Every read that a later write depends on, and
+//! every read a sync cursor depends on, is strongly consistent; the two global secondary
+//! indexes (a user's spaces, pending uploads by expiry) serve only lists where a moment's
+//! lag is harmless.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    CancellationReason, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use rand::Rng;
+use tokio::sync::broadcast;
+
+use super::items::{self, Attrs, Item, key, n, s};
+use crate::domain::{
+    Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
+    UploadId, UploadState, UserId, VersionRecord,
+};
+use crate::storage::{Member, MetadataStore, Notice, Publish, RequestCounter, Space, StoreError};
+
+/// Attempts of a publish that keeps losing the race for its space's seq to other writers.
+const MAX_SEQ_ATTEMPTS: u32 = 64;
+
+pub struct DynamoMetadata {
+    client: Client,
+    table: String,
+    /// Local notices: a subscriber on this replica hears of its own writes without waiting
+    /// for the stream (which still delivers them, harmlessly, a second time).
+    notices: broadcast::Sender<Notice>,
+    requests: RequestCounter,
+}
+
+impl DynamoMetadata {
+    pub fn new(
+        client: Client,
+        table: String,
+        notices: broadcast::Sender<Notice>,
+        requests: RequestCounter,
+    ) -> Self {
+        Self {
+            client,
+            table,
+            notices,
+            requests,
+        }
+    }
+
+    async fn get(&self, key: Attrs) -> Result<Option<Attrs>, StoreError> {
+        self.requests.dynamodb("GetItem");
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(out.item)
+    }
+
+    /// Items of partition `pk` with sort keys in `[lo, hi]`, in order, at most `limit`,
+    /// read consistently; pages through DynamoDB's 1 MB responses.
+    async fn range(
+        &self,
+        pk: String,
+        lo: String,
+        hi: String,
+        limit: usize,
+    ) -> Result<Vec<Attrs>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            self.requests.dynamodb("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":lo", s(lo.clone()))
+                .expression_attribute_values(":hi", s(hi.clone()))
+                .consistent_read(true)
+                .limit(i32::try_from(limit - found.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            found.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(last) if found.len() < limit => start = Some(last),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
+        self.requests.dynamodb("TransactWriteItems");
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => Err(
+                    Cancelled::Reasons(c.cancellation_reasons.unwrap_or_default()),
+                ),
+                other => Err(Cancelled::Failed(aws_error(other))),
+            },
+            Err(e) => Err(Cancelled::Failed(aws_error(e))),
+        }
+    }
+
+    fn put(&self, item: Attrs, condition: Option<&str>, values: Attrs) -> TransactWriteItem {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table and item are set");
+        TransactWriteItem::builder().put(put).build()
+    }
+
+    fn delete(&self, key: Attrs, condition: Option<&str>, values: Attrs) -> TransactWriteItem {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .expect("table and key are set");
+        TransactWriteItem::builder().delete(delete).build()
+    }
+
+    /// A conditional update; `#state` in an expression names the `state` attribute (a
+    /// reserved word in DynamoDB expressions).
+    fn update(&self, key: Attrs, expression: &str, condition: &str, values: Attrs) -> Update {
+        let names = (expression.contains("#state") || condition.contains("#state"))
+            .then(|| HashMap::from([("#state".to_owned(), "state".to_owned())]));
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression are set")
+    }
+
+    fn notify(&self, notice: Notice) {
+        let _ = self.notices.send(notice);
+    }
+
+    /// One attempt at publishing: reads the space's seq and the file, then writes
+    /// everything in one transaction conditioned on both. `Ok(None)`: another writer took
+    /// the seq first; try again.
+    async fn try_publish(&self, change: &Publish) -> Result<Option<FileRecord>, StoreError> {
+        let space = self
+            .get(key(items::space_pk(change.space_id), items::SPACE_SK))
+            .await?
+            .ok_or(StoreError::NoSuchSpace)?;
+        let prev_seq: u64 = Item(&space).num("seq")?;
+        let current = self.file(change.file_id).await?;
+        let (number, creator, created_at) = match (&current, change.base_version) {
+            (None, None) => (1, change.actor.clone(), change.at),
+            (Some(f), Some(base)) if f.version == base && f.space_id == change.space_id => {
+                (base + 1, f.creator.clone(), f.created_at)
+            }
+            (current, _) => {
+                // The upload may be what moved the file on: committed meanwhile by another
+                // replica or its storage event. That is not a conflict but a done commit.
+                if let Some(upload) = change.upload
+                    && self
+                        .upload(upload)
+                        .await?
+                        .is_some_and(|u| u.state != UploadState::Pending)
+                {
+                    return Err(StoreError::UploadNotPending);
+                }
+                return Err(StoreError::Conflict {
+                    current: current.as_ref().map_or(0, |f| f.version),
+                });
+            }
+        };
+        let seq = prev_seq + 1;
+        let file = FileRecord {
+            id: change.file_id,
+            space_id: change.space_id,
+            name: change.name.clone(),
+            version: number,
+            content: change.content.clone(),
+            metadata: change.metadata.clone(),
+            creator: creator.clone(),
+            created_at,
+            updated_at: change.at,
+            deleted: change.deleted,
+            seq,
+        };
+        let version = VersionRecord {
+            file_id: change.file_id,
+            space_id: change.space_id,
+            number,
+            seq,
+            kind: change.kind,
+            name: change.name.clone(),
+            content: change.content.clone(),
+            metadata: change.metadata.clone(),
+            deleted: change.deleted,
+            author: change.actor.clone(),
+            at: change.at,
+        };
+
+        let space_pk = items::space_pk(change.space_id);
+        let file_id = s(change.file_id.to_string());
+        let mut tx = Vec::with_capacity(9);
+        // 0: the seq, conditioned on the value read: a writer that took it meanwhile makes
+        // this transaction fail as a whole, so seqs have no gaps and no duplicates.
+        tx.push(
+            TransactWriteItem::builder()
+                .update(self.update(
+                    key(space_pk.clone(), items::SPACE_SK),
+                    "SET seq = :next",
+                    "seq = :prev",
+                    HashMap::from([(":next".into(), n(seq)), (":prev".into(), n(prev_seq))]),
+                ))
+                .build(),
+        );
+        // 1: the file's current state, conditioned on the base version.
+        let file_condition = match change.base_version {
+            None => ("attribute_not_exists(pk)", HashMap::new()),
+            Some(base) => (
+                "version = :base AND space_id = :space",
+                HashMap::from([
+                    (":base".into(), n(base)),
+                    (":space".into(), s(change.space_id.to_string())),
+                ]),
+            ),
+        };
+        tx.push(self.put(
+            items::file_item(items::file_pk(change.file_id), items::FILE_SK.into(), &file),
+            Some(file_condition.0),
+            file_condition.1,
+        ));
+        // 2, 3: the version, in the file's history and in the space's commit log.
+        let fresh = "attribute_not_exists(pk)";
+        tx.push(self.put(items::version_item(&version), Some(fresh), HashMap::new()));
+        tx.push(self.put(
+            items::log_item(&version, &creator, created_at),
+            Some(fresh),
+            HashMap::new(),
+        ));
+        // 4, 5: the `changes` index holds each file once, at its latest seq.
+        tx.push(self.put(
+            items::file_item(space_pk.clone(), items::latest_sk(seq), &file),
+            None,
+            HashMap::new(),
+        ));
+        if let Some(old) = &current {
+            tx.push(self.delete(
+                key(space_pk.clone(), items::latest_sk(old.seq)),
+                None,
+                HashMap::new(),
+            ));
+        }
+        // The name item: at most one live file per name in a space.
+        let name_index = tx.len();
+        if !change.deleted {
+            tx.push(self.put(
+                items::file_item(
+                    space_pk.clone(),
+                    items::name_sk(change.name.as_str()),
+                    &file,
+                ),
+                Some("attribute_not_exists(pk) OR file_id = :file"),
+                HashMap::from([(":file".into(), file_id.clone())]),
+            ));
+        }
+        if let Some(old) = current.as_ref().filter(|f| !f.deleted)
+            && (change.deleted || old.name != change.name)
+        {
+            tx.push(self.delete(
+                key(space_pk.clone(), items::name_sk(old.name.as_str())),
+                Some("file_id = :file"),
+                HashMap::from([(":file".into(), file_id.clone())]),
+            ));
+        }
+        // The upload, which must still be pending.
+        let upload_index = tx.len();
+        if let Some(upload) = change.upload {
+            tx.push(
+                TransactWriteItem::builder()
+                    .update(self.update(
+                        key(items::upload_pk(upload), items::UPLOAD_SK),
+                        "SET #state = :committed, committed_version = :v \
+                         REMOVE pending_shard, pending_expiry",
+                        "#state = :pending",
+                        HashMap::from([
+                            (":committed".into(), s("COMMITTED")),
+                            (":pending".into(), s("PENDING")),
+                            (":v".into(), n(number)),
+                        ]),
+                    ))
+                    .build(),
+            );
+        }
+
+        let reasons = match self.transact(tx).await {
+            Ok(()) => {
+                self.notify(Notice::Committed {
+                    space_id: change.space_id,
+                    seq,
+                });
+                return Ok(Some(file));
+            }
+            Err(Cancelled::Failed(e)) => return Err(e),
+            Err(Cancelled::Reasons(reasons)) => reasons,
+        };
+        let retryable = |code: &str| {
+            matches!(
+                code,
+                "None"
+                    | "ConditionalCheckFailed"
+                    | "TransactionConflict"
+                    | "ThrottlingError"
+                    | "ProvisionedThroughputExceeded"
+            )
+        };
+        if let Some(bad) = reasons
+            .iter()
+            .filter_map(|r| r.code())
+            .find(|c| !retryable(c))
+        {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "DynamoDB cancelled the publish: {bad}"
+            )));
+        }
+        let failed = |i: usize| {
+            reasons
+                .get(i)
+                .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+        };
+        if change.upload.is_some() && failed(upload_index) {
+            return Err(StoreError::UploadNotPending);
+        }
+        if failed(1) {
+            let current = match reasons[1].item() {
+                Some(item) => Item(item).num("version")?,
+                None => 0,
+            };
+            return Err(StoreError::Conflict { current });
+        }
+        if !change.deleted && failed(name_index) {
+            let holder = reasons[name_index]
+                .item()
+                .map(items::file_from)
+                .transpose()?;
+            return match holder {
+                Some(holder) => Err(StoreError::NameTaken {
+                    file_id: holder.id,
+                    current: holder.version,
+                }),
+                None => Ok(None),
+            };
+        }
+        // The seq moved on, or a concurrent transaction held an item: read again.
+        Ok(None)
+    }
+}
+
+enum Cancelled {
+    Reasons(Vec<CancellationReason>),
+    Failed(StoreError),
+}
+
+pub(super) fn aws_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(anyhow::Error::new(e).context("DynamoDB request failed"))
+}
+
+#[async_trait]
+impl MetadataStore for DynamoMetadata {
+    async fn create_space(
+        &self,
+        id: SpaceId,
+        name: SpaceName,
+        owner: UserId,
+        at: Millis,
+    ) -> Result<Space, StoreError> {
+        let space = Space {
+            id,
+            name,
+            created_by: owner.clone(),
+            created_at: at,
+            seq: 0,
+        };
+        let fresh = Some("attribute_not_exists(pk)");
+        let tx = vec![
+            self.put(items::space_item(&space, 1), fresh, HashMap::new()),
+            self.put(
+                items::member_item(id, at, &owner, Role::Owner),
+                fresh,
+                HashMap::new(),
+            ),
+        ];
+        match self.transact(tx).await {
+            Ok(()) => Ok(space),
+            Err(Cancelled::Failed(e)) => Err(e),
+            Err(Cancelled::Reasons(_)) => Err(StoreError::Other(anyhow::anyhow!(
+                "space {id} already exists"
+            ))),
+        }
+    }
+
+    async fn space(&self, id: SpaceId) -> Result<Option<Space>, StoreError> {
+        self.get(key(items::space_pk(id), items::SPACE_SK))
+            .await?
+            .as_ref()
+            .map(items::space_from)
+            .transpose()
+    }
+
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
+        // The index gives the memberships in order of space creation; the spaces
+        // themselves (whose seq moves) are read consistently in batches.
+        let mut memberships: Vec<(SpaceId, Role)> = Vec::new();
+        let mut start = None;
+        loop {
+            self.requests.dynamodb("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(items::USER_SPACES_INDEX)
+                .key_condition_expression("member_user = :u")
+                .expression_attribute_values(":u", s(user.as_str()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                memberships.push((Item(&item).parse("space_id")?, items::role_from(&item)?));
+            }
+            match out.last_evaluated_key {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+        let mut spaces: HashMap<SpaceId, Space> = HashMap::new();
+        for chunk in memberships.chunks(100) {
+            let mut keys: Vec<Attrs> = chunk
+                .iter()
+                .map(|(id, _)| key(items::space_pk(*id), items::SPACE_SK))
+                .collect();
+            while !keys.is_empty() {
+                self.requests.dynamodb("BatchGetItem");
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(aws_error)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let space = items::space_from(&item)?;
+                    spaces.insert(space.id, space);
+                }
+                if let Some(rest) = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    keys = rest.keys;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(memberships
+            .into_iter()
+            .filter_map(|(id, role)| spaces.remove(&id).map(|space| (space, role)))
+            .collect())
+    }
+
+    async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+        self.get(key(items::space_pk(space), items::member_sk(user)))
+            .await?
+            .as_ref()
+            .map(items::role_from)
+            .transpose()
+    }
+
+    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
+        let found = self
+            .range(items::space_pk(space), "M#".into(), "M$".into(), usize::MAX)
+            .await?;
+        found
+            .iter()
+            .map(|item| {
+                Ok(Member {
+                    user: items::member_user_from(item)?,
+                    role: items::role_from(item)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_member(
+        &self,
+        space: SpaceId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let space_item = self
+                .get(key(items::space_pk(space), items::SPACE_SK))
+                .await?
+                .ok_or(StoreError::NoSuchSpace)?;
+            let owners: u32 = Item(&space_item).num("owners")?;
+            let created_at: Millis = Item(&space_item).num("created_at")?;
+            let current = self.role(space, &user).await?;
+            if current == role {
+                return Ok(());
+            }
+            let was_owner = current == Some(Role::Owner);
+            let is_owner = role == Some(Role::Owner);
+            if was_owner && !is_owner && owners <= 1 {
+                return Err(StoreError::LastOwner);
+            }
+            let member_key = key(items::space_pk(space), items::member_sk(&user));
+            // The member item is conditioned on the role read, the owner count on the
+            // count read: a concurrent change makes this attempt fail and read again.
+            let (condition, mut values) = match current {
+                None => ("attribute_not_exists(pk)", HashMap::new()),
+                Some(r) => (
+                    "#role = :was",
+                    HashMap::from([(":was".to_owned(), s(r.as_str()))]),
+                ),
+            };
+            let member = match role {
+                Some(role) => {
+                    let mut put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(items::member_item(space, created_at, &user, role)))
+                        .condition_expression(condition);
+                    if current.is_some() {
+                        put = put.expression_attribute_names("#role", "role");
+                    }
+                    TransactWriteItem::builder()
+                        .put(
+                            put.set_expression_attribute_values(
+                                (!values.is_empty()).then(|| std::mem::take(&mut values)),
+                            )
+                            .build()
+                            .map_err(aws_error)?,
+                        )
+                        .build()
+                }
+                None => TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(member_key))
+                            .condition_expression(condition)
+                            .expression_attribute_names("#role", "role")
+                            .set_expression_attribute_values(Some(std::mem::take(&mut values)))
+                            .build()
+                            .map_err(aws_error)?,
+                    )
+                    .build(),
+            };
+            let delta: i64 = i64::from(is_owner) - i64::from(was_owner);
+            let owners_update = TransactWriteItem::builder()
+                .update(self.update(
+                    key(items::space_pk(space), items::SPACE_SK),
+                    "SET owners = :new",
+                    "owners = :old",
+                    HashMap::from([
+                        (":new".into(), n(i64::from(owners) + delta)),
+                        (":old".into(), n(owners)),
+                    ]),
+                ))
+                .build();
+            match self.transact(vec![member, owners_update]).await {
+                Ok(()) => {
+                    self.notify(Notice::MembershipChanged {
+                        space_id: space,
+                        user,
+                    });
+                    return Ok(());
+                }
+                Err(Cancelled::Failed(e)) => return Err(e),
+                Err(Cancelled::Reasons(_)) => backoff(1).await,
+            }
+        }
+    }
+
+    async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError> {
+        self.get(key(items::file_pk(id), items::FILE_SK))
+            .await?
+            .as_ref()
+            .map(items::file_from)
+            .transpose()
+    }
+
+    async fn file_for(
+        &self,
+        id: FileId,
+        user: &UserId,
+    ) -> Result<Option<(FileRecord, Option<Role>)>, StoreError> {
+        let Some(file) = self.file(id).await? else {
+            return Ok(None);
+        };
+        let role = self.role(file.space_id, user).await?;
+        Ok(Some((file, role)))
+    }
+
+    async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.get(key(items::file_pk(id), items::version_sk(number)))
+            .await?
+            .as_ref()
+            .map(items::version_from)
+            .transpose()
+    }
+
+    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
+        self.range(items::file_pk(id), "V#".into(), "V$".into(), usize::MAX)
+            .await?
+            .iter()
+            .map(items::version_from)
+            .collect()
+    }
+
+    async fn list_files(
+        &self,
+        space: SpaceId,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        // Sort keys compare as UTF-8 bytes, as names do: a prefix is a key range.
+        let lower = match after {
+            Some(after) if after >= prefix => after,
+            _ => prefix,
+        };
+        let upper = crate::storage::prefix_upper_bound(prefix)
+            .map_or_else(|| "N$".to_owned(), |u| items::name_sk(&u));
+        let found = self
+            .range(
+                items::space_pk(space),
+                items::name_sk(lower),
+                upper,
+                limit + 1,
+            )
+            .await?;
+        let mut files = Vec::with_capacity(found.len());
+        for item in &found {
+            let file = items::file_from(item)?;
+            let name = file.name.as_str();
+            if after == Some(name) || !name.starts_with(prefix) {
+                continue;
+            }
+            files.push(file);
+        }
+        files.truncate(limit);
+        Ok(files)
+    }
+
+    async fn file_named(
+        &self,
+        space: SpaceId,
+        name: &FileName,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        self.get(key(items::space_pk(space), items::name_sk(name.as_str())))
+            .await?
+            .as_ref()
+            .map(items::file_from)
+            .transpose()
+    }
+
+    async fn changes(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, StoreError> {
+        self.range(
+            items::space_pk(space),
+            items::latest_sk(after_seq.saturating_add(1)),
+            items::latest_sk(u64::MAX),
+            limit,
+        )
+        .await?
+        .iter()
+        .map(items::file_from)
+        .collect()
+    }
+
+    async fn commit_log(
+        &self,
+        space: SpaceId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.range(
+            items::space_pk(space),
+            items::log_sk(after_seq.saturating_add(1)),
+            items::log_sk(u64::MAX),
+            limit,
+        )
+        .await?
+        .iter()
+        .map(items::change_from)
+        .collect()
+    }
+
+    async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError> {
+        self.requests.dynamodb("PutItem");
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::upload_item(&upload)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError> {
+        self.get(key(items::upload_pk(id), items::UPLOAD_SK))
+            .await?
+            .as_ref()
+            .map(items::upload_from)
+            .transpose()
+    }
+
+    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
+        self.requests.dynamodb("UpdateItem");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
+            .update_expression("SET #state = :abandoned REMOVE pending_shard, pending_expiry")
+            .condition_expression("#state = :pending")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":abandoned", s("ABANDONED"))
+            .expression_attribute_values(":pending", s("PENDING"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(aws_error(e)),
+        }
+    }
+
+    async fn expired_uploads(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
+        let mut expired = Vec::new();
+        for shard in 0..items::PENDING_SHARDS {
+            self.requests.dynamodb("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(items::PENDING_INDEX)
+                .key_condition_expression("pending_shard = :shard AND pending_expiry < :now")
+                .expression_attribute_values(":shard", s(format!("P{shard}")))
+                .expression_attribute_values(":now", n(now))
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                expired.push(items::upload_from(&item)?);
+            }
+        }
+        // The index lags the table a little: keep only what is still pending.
+        expired.retain(|u| u.state == UploadState::Pending);
+        expired.sort_by_key(|u| u.expires_at);
+        expired.truncate(limit);
+        Ok(expired)
+    }
+
+    async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError> {
+        for attempt in 0..MAX_SEQ_ATTEMPTS {
+            if let Some(file) = self.try_publish(&change).await? {
+                return Ok(file);
+            }
+            self.requests.seq_retry();
+            backoff(attempt).await;
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "space {} is too busy: lost the race for its next seq {MAX_SEQ_ATTEMPTS} times",
+            change.space_id
+        )))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get(key("PING".into(), "PING")).await.map(drop)
+    }
+}
+
+/// Jittered exponential backoff between attempts, capped at about 100 ms.
+async fn backoff(attempt: u32) {
+    let cap = 2u64.saturating_pow(attempt.min(7)).min(100);
+    let wait = rand::rng().random_range(0..=cap);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
