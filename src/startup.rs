@@ -104,6 +104,8 @@ impl App {
                 .run_sweeper(self.settings.uploads.sweep_interval, stop.clone()),
         );
         let hub = tokio::spawn(self.service.clone().run_live_hub(stop.clone()));
+        let feed = tokio::spawn(self.service.storage().feed.run(stop.clone()));
+        let events = tokio::spawn(self.service.clone().run_storage_events(stop.clone()));
         let grace = self.settings.server.shutdown_grace;
         let draining = self.draining.clone();
         let signalled = self.shutdown.clone();
@@ -132,6 +134,8 @@ impl App {
         stop.cancel();
         let _ = sweeper.await;
         let _ = hub.await;
+        let _ = feed.await;
+        let _ = events.await;
         tracing::info!("stopped");
         result
     }

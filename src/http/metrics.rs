@@ -31,6 +31,12 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: &'static str,
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -46,6 +52,8 @@ pub struct Metrics {
     live_delivered: Counter,
     live_store_reads: Counter,
     live_ended: Family<ReasonLabels, Counter>,
+    // Read from the storage backend's request counter at each scrape.
+    backend_requests: Family<BackendLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +103,12 @@ impl Default for Metrics {
             "Subscriptions the hub ended: lagged (buffer full) or forbidden (member removed)",
             live_ended.clone(),
         );
+        let backend_requests = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Requests to the services behind the storage backend (AWS), by operation",
+            backend_requests.clone(),
+        );
         Self {
             registry,
             requests,
@@ -104,6 +118,7 @@ impl Default for Metrics {
             live_delivered,
             live_store_reads,
             live_ended,
+            backend_requests,
         }
     }
 }
@@ -148,6 +163,14 @@ pub(super) async fn render(State(state): State<AppState>) -> Response {
         set(
             &metrics.live_ended.get_or_create(&ReasonLabels { reason }),
             load(count),
+        );
+    }
+    for (service, operation, count) in state.service.storage().requests.snapshot() {
+        set(
+            &metrics
+                .backend_requests
+                .get_or_create(&BackendLabels { service, operation }),
+            count,
         );
     }
     let mut body = String::new();

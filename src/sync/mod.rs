@@ -16,6 +16,7 @@ mod locks;
 mod modify;
 mod read;
 mod spaces;
+mod storage_events;
 mod sweeper;
 mod upload;
 

@@ -272,7 +272,7 @@ impl SyncService {
     }
 
     /// Verifies the object and publishes it. The caller holds the upload's lock.
-    async fn commit_locked(&self, id: UploadId) -> Result<FileRecord> {
+    pub(super) async fn commit_locked(&self, id: UploadId) -> Result<FileRecord> {
         let upload = self.pending(id).await?;
         if upload.state == UploadState::Committed {
             return self.committed_result(&upload).await;
