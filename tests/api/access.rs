@@ -239,7 +239,11 @@ async fn a_commit_by_an_author_who_lost_write_access_is_forbidden() {
         .await;
     app.set_member("alice", &space, "bob", Some("VIEWER")).await;
     let res = app.put_bytes(&ticket, b"bob".to_vec()).await;
-    assert_eq!(res.status(), 403);
+    // The embedded endpoint commits on receipt; on AWS the storage event is refused.
+    assert_eq!(
+        res.status(),
+        if crate::helpers::on_aws() { 200 } else { 403 }
+    );
     let body = app.commit_raw("bob", &ticket).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN");
     assert!(app.file("alice", ticket.file_id()).await.is_null());

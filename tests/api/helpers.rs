@@ -47,6 +47,9 @@ pub async fn spawn_app_in(
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.storage.data_dir = data_dir.path().to_owned();
+    if on_aws() {
+        use_aws_stack(&mut settings, data_dir.path());
+    }
     configure(&mut settings);
     let secret = load_or_create_secret(&settings.storage.data_dir).expect("secret");
     let auth = Authenticator::new(&secret, Duration::from_secs(5));
@@ -64,6 +67,61 @@ pub async fn spawn_app_in(
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// Whether the API suite runs against the AWS backend (`TEST_BACKEND=aws`, with
+/// the emulator's `AWS_*` variables, as `scripts/test` sets them) rather than the embedded
+/// one.
+pub fn on_aws() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "aws")
+}
+
+/// Points `settings` at a CloudFormation stack of its own, deployed into the emulator by
+/// the operators' own script on first use of `data_dir` (a restarted app reuses it), and
+/// at a shared token secret, as every replica on AWS needs.
+pub fn use_aws_stack(settings: &mut Settings, data_dir: &std::path::Path) {
+    let stack_file = data_dir.join("aws-stack.json");
+    if !stack_file.exists() {
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(root.join("target/aws-emulator/venv/bin/python"))
+            .arg(root.join("scripts/deploy_stack.py"))
+            .args(["--prefix", &prefix, "--format", "json"])
+            .output()
+            .expect("run scripts/deploy_stack.py (scripts/aws-emulator install)");
+        assert!(
+            out.status.success(),
+            "stack deploy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&stack_file, &out.stdout).unwrap();
+        // A secret of printable bytes, so that it can be given as `auth.jwt_secret`; the
+        // data dir's secret file holds the same bytes for the tests that forge tokens.
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        std::fs::write(data_dir.join("jwt-secret"), hex::encode(secret.as_bytes())).unwrap();
+    }
+    let stack: Value = serde_json::from_slice(&std::fs::read(&stack_file).unwrap()).unwrap();
+    let text = |key: &str| stack[key].as_str().expect("stack output").to_owned();
+    settings.storage.backend = filesync::config::Backend::Aws;
+    settings.storage.table = text("FILESYNC_STORAGE__TABLE");
+    settings.storage.bucket = Some(text("FILESYNC_STORAGE__BUCKET"));
+    settings.storage.events_queue_url = Some(text("FILESYNC_STORAGE__EVENTS_QUEUE_URL"));
+    settings.storage.s3_path_style = true;
+    let secret = load_or_create_secret(data_dir).unwrap();
+    settings.auth.jwt_secret = Some(filesync::config::Secret::new(
+        String::from_utf8(secret).expect("a printable secret"),
+    ));
+}
+
+/// For tests of what an upload or download URL itself refuses (size, checksum, type,
+/// signature, expiry, an abandoned upload): the embedded blob endpoint enforces it and the
+/// API suite checks it; on AWS, S3 enforces it and `tests/aws.rs` checks the presigned
+/// URLs against the strict S3 server (moto checks neither signatures nor checksums).
+pub fn url_checks_belong_to_s3() -> bool {
+    if on_aws() {
+        eprintln!("on AWS this is S3's check: tests/aws.rs makes it against s3s-fs");
+    }
+    on_aws()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -98,6 +156,50 @@ impl TestApp {
 
     pub fn blob_dir(&self) -> PathBuf {
         self.data_dir.path().join("blobs")
+    }
+
+    /// Whether the object of an upload is in storage.
+    pub async fn blob_exists(&self, space: &str, upload: &str) -> bool {
+        match self.s3().await {
+            None => self.blob_dir().join(format!("{space}/{upload}")).exists(),
+            Some((s3, bucket)) => s3
+                .head_object()
+                .bucket(bucket)
+                .key(format!("{space}/{upload}"))
+                .send()
+                .await
+                .is_ok(),
+        }
+    }
+
+    /// Stores bytes for a pending upload that its commit will refuse (they do not match
+    /// the declared checksum): through the upload URL on the embedded backend; straight
+    /// into the bucket, without a checksum, on AWS (moto would take wrong bytes with the
+    /// declared checksum and commit them; S3 refuses them at the URL).
+    pub async fn store_uncommittable(&self, space: &str, ticket: &Ticket, bytes: &[u8]) {
+        match self.s3().await {
+            None => {
+                self.put_bytes(ticket, bytes.to_vec()).await;
+            }
+            Some((s3, bucket)) => {
+                s3.put_object()
+                    .bucket(bucket)
+                    .key(format!("{space}/{}", ticket.upload_id()))
+                    .body(bytes.to_vec().into())
+                    .send()
+                    .await
+                    .expect("PutObject");
+            }
+        }
+    }
+
+    /// An S3 client on the app's bucket, on AWS.
+    async fn s3(&self) -> Option<(aws_sdk_s3::Client, String)> {
+        let stack = std::fs::read(self.data_dir.path().join("aws-stack.json")).ok()?;
+        let stack: Value = serde_json::from_slice(&stack).unwrap();
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let s3 = filesync::storage::aws::s3_client(&config, true);
+        Some((s3, stack["FILESYNC_STORAGE__BUCKET"].as_str()?.to_owned()))
     }
 
     /// A raw GraphQL round trip as `user` (no Authorization header when `None`).

@@ -318,6 +318,12 @@ const BULKY_UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) {
 /// dropped) while another subscriber of the same space receives every change.
 #[tokio::test]
 async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving() {
+    if crate::helpers::on_aws() {
+        // The cut-off is the hub's, whatever the backend; it needs writes fast enough to
+        // outrun the kernel's socket buffers, which the emulator's are not.
+        eprintln!("skipped on AWS: the emulator cannot write fast enough to test this");
+        return;
+    }
     let app = Arc::new(
         spawn_app_with(|s| {
             s.subscriptions.buffer = 64;

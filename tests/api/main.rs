@@ -10,6 +10,7 @@ mod js_client;
 mod live;
 mod modify;
 mod ops;
+mod replicas;
 mod restart;
 mod schema;
 mod uploads;

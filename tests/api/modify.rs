@@ -141,6 +141,7 @@ async fn restore_brings_back_an_old_version_and_undeletes() {
         )
         .await;
     app.put_bytes(&v2, b"second".to_vec()).await;
+    app.commit("alice", &v2).await;
     app.gql("alice", DELETE, json!({ "id": id, "b": 2 })).await;
 
     let (code, _) = app

@@ -61,6 +61,15 @@ async fn a_restart_keeps_files_versions_cursors_and_the_signing_key() {
     let page = app.changes("alice", &space, Some(&cursor), None).await;
     assert_eq!(page["files"][0]["version"], 3);
 
+    if crate::helpers::on_aws() {
+        // An upload begun before the restart can still be finished: its URL is S3's.
+        assert_eq!(
+            app.put_bytes(&pending, b"later".to_vec()).await.status(),
+            200
+        );
+        assert_eq!(app.commit("alice", &pending).await["name"], "later.txt");
+        return;
+    }
     // An upload begun before the restart can still be finished (its URL's port changed,
     // so the client asks again by sending to the new server's address).
     let old_url = pending.url().to_owned();
@@ -79,6 +88,10 @@ async fn a_restart_keeps_files_versions_cursors_and_the_signing_key() {
 
 #[tokio::test]
 async fn a_second_server_on_the_same_data_dir_is_refused() {
+    if crate::helpers::on_aws() {
+        eprintln!("a data dir belongs to the embedded backend; AWS replicas share a table");
+        return;
+    }
     let app = spawn_app().await;
     let mut settings = filesync::config::Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
