@@ -100,6 +100,18 @@ impl DynamoMetadata {
         }
     }
 
+    /// The space's seq-keyed items (`sk(seq)`) with `seq > after`, in seq order.
+    async fn after_seq(
+        &self,
+        space: SpaceId,
+        sk: fn(u64) -> String,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Attrs>, StoreError> {
+        let (lo, hi) = (sk(after.saturating_add(1)), sk(u64::MAX));
+        self.range(items::space_pk(space), lo, hi, limit).await
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), Cancelled> {
         self.requests.dynamodb("TransactWriteItems");
         match self
@@ -699,16 +711,11 @@ impl MetadataStore for DynamoMetadata {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<FileRecord>, StoreError> {
-        self.range(
-            items::space_pk(space),
-            items::latest_sk(after_seq.saturating_add(1)),
-            items::latest_sk(u64::MAX),
-            limit,
-        )
-        .await?
-        .iter()
-        .map(items::file_from)
-        .collect()
+        self.after_seq(space, items::latest_sk, after_seq, limit)
+            .await?
+            .iter()
+            .map(items::file_from)
+            .collect()
     }
 
     async fn commit_log(
@@ -717,16 +724,11 @@ impl MetadataStore for DynamoMetadata {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
-        self.range(
-            items::space_pk(space),
-            items::log_sk(after_seq.saturating_add(1)),
-            items::log_sk(u64::MAX),
-            limit,
-        )
-        .await?
-        .iter()
-        .map(items::change_from)
-        .collect()
+        self.after_seq(space, items::log_sk, after_seq, limit)
+            .await?
+            .iter()
+            .map(items::change_from)
+            .collect()
     }
 
     async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError> {
