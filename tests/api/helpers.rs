@@ -115,11 +115,12 @@ pub fn use_aws_stack(settings: &mut Settings, data_dir: &std::path::Path) {
 
 /// For tests of what an upload or download URL itself refuses (size, checksum, type,
 /// signature, expiry, an abandoned upload): the embedded blob endpoint enforces it and the
-/// API suite checks it; on AWS, S3 enforces it and `tests/aws.rs` checks the presigned
-/// URLs against the strict S3 server (moto checks neither signatures nor checksums).
+/// API suite checks it. On AWS, S3 enforces it, and moto checks neither signatures nor
+/// checksums, so these checks need a strict S3 server (s3s-fs), which the suite does not
+/// run yet.
 pub fn url_checks_belong_to_s3() -> bool {
     if on_aws() {
-        eprintln!("on AWS this is S3's check: tests/aws.rs makes it against s3s-fs");
+        eprintln!("on AWS this is S3's check, not made against moto");
     }
     on_aws()
 }

@@ -170,6 +170,39 @@ async fn commit_is_idempotent() {
     assert_eq!(res.bytes().await.unwrap(), bytes);
 }
 
+/// A client that sends the bytes and vanishes before `commitUpload` still gets its file
+/// published: by the blob endpoint (embedded), by the S3 notification through SQS (AWS).
+#[tokio::test]
+async fn the_storage_event_publishes_an_upload_nobody_commits() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload("alice", &space, "orphan.txt", b"bytes only", json!({}))
+        .await;
+    assert_eq!(
+        app.put_bytes(&ticket, b"bytes only".to_vec())
+            .await
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let file = app.file("alice", ticket.file_id()).await;
+        if !file.is_null() {
+            assert_eq!(file["version"], 1);
+            assert_eq!(file["sha256"], sha256_hex(b"bytes only"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the storage event never published the upload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client coming back later gets the same version.
+    assert_eq!(app.commit("alice", &ticket).await["version"], 1);
+}
+
 #[tokio::test]
 async fn commit_before_the_bytes_is_upload_incomplete() {
     let app = spawn_app().await;
