@@ -240,8 +240,9 @@ async fn removing_a_member_ends_their_subscription_and_spaces_never_mix() {
 async fn each_subscriber_gets_the_shape_it_selected() {
     if crate::helpers::on_aws() {
         // Open problem (issue 4): on the AWS backend, run next to the four-writer live
-        // test, this test hangs past its own receive timeouts, as if its runtime were
-        // blocked; alone it passes. Rendering does not depend on the backend.
+        // test, one of its subscriptions seems never to get READY or its event (the
+        // runtime is not blocked; keep-alive pings keep the client's receive timeout
+        // from firing); alone it passes. Under investigation.
         eprintln!("skipped on AWS: hangs under load there, under investigation");
         return;
     }
