@@ -24,7 +24,8 @@ use crate::domain::{
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, RequestCounter, Space, StoreError};
 
-/// Attempts of a publish that keeps losing the race for its space's seq to other writers.
+/// Attempts of a write that keeps losing the race for its space item (its seq or its owner
+/// count) to other writers.
 const MAX_SEQ_ATTEMPTS: u32 = 64;
 
 pub struct DynamoMetadata {
@@ -538,7 +539,7 @@ impl MetadataStore for DynamoMetadata {
         user: UserId,
         role: Option<Role>,
     ) -> Result<(), StoreError> {
-        loop {
+        for attempt in 0..MAX_SEQ_ATTEMPTS {
             let space_item = self
                 .get(key(items::space_pk(space), items::SPACE_SK))
                 .await?
@@ -617,9 +618,12 @@ impl MetadataStore for DynamoMetadata {
                     return Ok(());
                 }
                 Err(Cancelled::Failed(e)) => return Err(e),
-                Err(Cancelled::Reasons(_)) => backoff(1).await,
+                Err(Cancelled::Reasons(_)) => backoff(attempt).await,
             }
         }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "space {space}: lost the race to change its members {MAX_SEQ_ATTEMPTS} times"
+        )))
     }
 
     async fn file(&self, id: FileId) -> Result<Option<FileRecord>, StoreError> {
