@@ -44,14 +44,36 @@ use crate::sync::{Error, LiveEvent, LiveStream, SyncService, lock};
 const PLAN_SWEEP_AT: usize = 64;
 
 /// Where a subscription resolver leaves its live stream for the websocket layer, which
-/// puts an `Arc<LiveSlot>` into the data of each operation it runs.
+/// puts an `Arc<LiveSlot>` into the data of each operation it runs. It takes one stream
+/// only, for the whole operation: a subscription with two root fields hands one over, and
+/// the other, however late its resolver finishes, is resolved by async-graphql.
 #[derive(Default)]
-pub struct LiveSlot(Mutex<Option<LiveOperation>>);
+pub struct LiveSlot(Mutex<SlotState>);
+
+#[derive(Default)]
+enum SlotState {
+    /// No resolver has handed a stream over yet.
+    #[default]
+    Empty,
+    Held(LiveOperation),
+    /// The websocket layer has the stream: the slot takes no other.
+    Taken,
+}
 
 impl LiveSlot {
     /// The live operation a resolver left here, if any.
     pub fn take(&self) -> Option<LiveOperation> {
-        lock(&self.0).take()
+        let mut state = lock(&self.0);
+        match std::mem::take(&mut *state) {
+            SlotState::Held(operation) => {
+                *state = SlotState::Taken;
+                Some(operation)
+            }
+            other => {
+                *state = other;
+                None
+            }
+        }
     }
 }
 
@@ -68,11 +90,11 @@ pub(super) fn hand_over(
     ) else {
         return events(stream);
     };
-    let mut held = lock(&slot.0);
-    if held.is_some() {
+    let mut state = lock(&slot.0);
+    if !matches!(*state, SlotState::Empty) {
         return events(stream);
     }
-    *held = Some(LiveOperation {
+    *state = SlotState::Held(LiveOperation {
         events: stream,
         plan: renderer.plan(ctx),
         rendering: None,
