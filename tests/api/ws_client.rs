@@ -105,8 +105,10 @@ impl WsClient {
 
     /// The next protocol message, answering and skipping keep-alives.
     pub async fn recv(&mut self) -> Result<Value, Closed> {
+        // One deadline for the whole wait: keep-alive pings must not extend it.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("the server sends something in time");
             let text = match frame {
