@@ -80,33 +80,14 @@ pub fn on_aws() -> bool {
 /// the operators' own script on first use of `data_dir` (a restarted app reuses it), and
 /// at a shared token secret, as every replica on AWS needs.
 pub fn use_aws_stack(settings: &mut Settings, data_dir: &std::path::Path) {
-    let stack_file = data_dir.join("aws-stack.json");
-    if !stack_file.exists() {
-        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = std::process::Command::new(root.join("target/aws-emulator/venv/bin/python"))
-            .arg(root.join("scripts/deploy_stack.py"))
-            .args(["--prefix", &prefix, "--format", "json"])
-            .output()
-            .expect("run scripts/deploy_stack.py (scripts/aws-emulator install)");
-        assert!(
-            out.status.success(),
-            "stack deploy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&stack_file, &out.stdout).unwrap();
+    crate::aws_stack::use_stack(&mut settings.storage, data_dir);
+    let secret_file = data_dir.join("jwt-secret");
+    if !secret_file.exists() {
         // A secret of printable bytes, so that it can be given as `auth.jwt_secret`; the
         // data dir's secret file holds the same bytes for the tests that forge tokens.
         let secret = hex::encode(rand::random::<[u8; 32]>());
-        std::fs::write(data_dir.join("jwt-secret"), hex::encode(secret.as_bytes())).unwrap();
+        std::fs::write(&secret_file, hex::encode(secret.as_bytes())).unwrap();
     }
-    let stack: Value = serde_json::from_slice(&std::fs::read(&stack_file).unwrap()).unwrap();
-    let text = |key: &str| stack[key].as_str().expect("stack output").to_owned();
-    settings.storage.backend = filesync::config::Backend::Aws;
-    settings.storage.table = text("FILESYNC_STORAGE__TABLE");
-    settings.storage.bucket = Some(text("FILESYNC_STORAGE__BUCKET"));
-    settings.storage.events_queue_url = Some(text("FILESYNC_STORAGE__EVENTS_QUEUE_URL"));
-    settings.storage.s3_path_style = true;
     let secret = load_or_create_secret(data_dir).unwrap();
     settings.auth.jwt_secret = Some(filesync::config::Secret::new(
         String::from_utf8(secret).expect("a printable secret"),
@@ -114,13 +95,13 @@ pub fn use_aws_stack(settings: &mut Settings, data_dir: &std::path::Path) {
 }
 
 /// For tests of what an upload or download URL itself refuses (size, checksum, type,
-/// signature, expiry, an abandoned upload): the embedded blob endpoint enforces it and the
-/// API suite checks it. On AWS, S3 enforces it, and moto checks neither signatures nor
-/// checksums, so these checks need a strict S3 server (s3s-fs), which the suite does not
-/// run yet.
+/// signature, expiry, an abandoned upload): the embedded blob endpoint enforces it, and
+/// this suite checks it. On AWS, S3 enforces it; moto checks neither signatures nor
+/// checksums, so the storage contract suite checks the AWS backend's URLs against the
+/// strict S3 server s3s-fs instead (`tests/storage/strict_s3.rs`).
 pub fn url_checks_belong_to_s3() -> bool {
     if on_aws() {
-        eprintln!("on AWS this is S3's check, not made against moto");
+        eprintln!("on AWS this is S3's check: see tests/storage/strict_s3.rs (s3s-fs)");
     }
     on_aws()
 }

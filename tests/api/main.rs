@@ -2,6 +2,8 @@
 //! to it over HTTP, as a client would.
 
 mod access;
+#[path = "../common/aws_stack.rs"]
+mod aws_stack;
 mod changes;
 mod cli;
 mod concurrency;
