@@ -3,7 +3,7 @@
 //! The sync layer talks only to these traits. Each method is one use case of the store and
 //! maps onto one conditional write or one query on either backend (SQLite, or DynamoDB +
 //! S3). The invariants every backend keeps are written in ARCHITECTURE.md ("the storage
-//! contract") and checked by the contract tests in `tests/`.
+//! contract") and checked by the contract suite in `tests/storage/`, on each backend.
 
 use std::pin::Pin;
 use std::sync::Arc;

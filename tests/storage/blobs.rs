@@ -1,0 +1,95 @@
+//! `BlobStore`: objects appear whole or not at all, read whole or by range, and go away.
+
+use bytes::Bytes;
+use filesync::domain::{Sha256, SpaceId, UploadId};
+use filesync::storage::{BlobError, BlobRead, BlobStore, ByteRange, ByteStream, RangeRequest};
+use futures::TryStreamExt;
+use sha2::Digest;
+
+use crate::backend;
+
+pub fn body(chunks: &[&'static [u8]]) -> ByteStream {
+    let chunks: Vec<_> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+pub fn sha256(bytes: &[u8]) -> Sha256 {
+    Sha256(sha2::Sha256::digest(bytes).into())
+}
+
+/// A key as the server makes them: never from a user's name.
+pub fn new_key() -> String {
+    format!("{}/{}", SpaceId::new(), UploadId::new())
+}
+
+async fn read(
+    blobs: &dyn BlobStore,
+    key: &str,
+    range: Option<RangeRequest>,
+) -> (BlobRead, Vec<u8>) {
+    let mut read = blobs.get(key, range).await.unwrap().expect("the object");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = read.stream.try_next().await.unwrap() {
+        bytes.extend_from_slice(&chunk);
+    }
+    (read, bytes)
+}
+
+#[tokio::test]
+async fn an_object_is_stored_whole_read_by_range_and_deleted() {
+    let store = backend().await;
+    let blobs = &*store.blobs;
+    let key = new_key();
+    let info = blobs
+        .put(&key, body(&[b"hello ", b"world"]), 1024)
+        .await
+        .unwrap();
+    assert_eq!((info.size, info.sha256), (11, Some(sha256(b"hello world"))));
+    assert_eq!(blobs.head(&key).await.unwrap(), Some(info));
+
+    let (whole, bytes) = read(blobs, &key, None).await;
+    assert_eq!(
+        (whole.total_size, whole.range, &bytes[..]),
+        (11, None, &b"hello world"[..])
+    );
+    for (range, first, last, expected) in [
+        (RangeRequest::Span(0, 4), 0, 4, &b"hello"[..]),
+        (RangeRequest::Span(6, 100), 6, 10, b"world"),
+        (RangeRequest::From(9), 9, 10, b"ld"),
+        (RangeRequest::Last(3), 8, 10, b"rld"),
+    ] {
+        let (part, bytes) = read(blobs, &key, Some(range)).await;
+        assert_eq!(part.total_size, 11);
+        assert_eq!(part.range, Some(ByteRange { first, last }), "{range:?}");
+        assert_eq!(bytes, expected, "{range:?}");
+    }
+    let outside = blobs.get(&key, Some(RangeRequest::From(11))).await;
+    assert!(
+        matches!(
+            outside,
+            Err(BlobError::RangeNotSatisfiable { total_size: 11 })
+        ),
+        "{:?}",
+        outside.err()
+    );
+
+    blobs.mark_committed(&key).await.unwrap();
+    assert_eq!(blobs.head(&key).await.unwrap().unwrap().size, 11);
+    blobs.delete(&key).await.unwrap();
+    assert!(blobs.head(&key).await.unwrap().is_none());
+    assert!(blobs.get(&key, None).await.unwrap().is_none());
+    blobs.delete(&key).await.expect("deleting twice is fine");
+}
+
+#[tokio::test]
+async fn an_oversize_body_leaves_no_object() {
+    let store = backend().await;
+    let key = new_key();
+    let refused = store
+        .blobs
+        .put(&key, body(&[b"0123456789", b"0123456789"]), 15)
+        .await;
+    assert!(matches!(refused, Err(BlobError::TooLarge)), "{refused:?}");
+    assert!(store.blobs.head(&key).await.unwrap().is_none());
+    assert!(store.blobs.head(&new_key()).await.unwrap().is_none());
+}
