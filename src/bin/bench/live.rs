@@ -136,7 +136,7 @@ async fn latency_run(
     })
 }
 
-type Socket =
+pub(super) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Reads events until the last version arrives; the latency of each. Per event the work
@@ -258,7 +258,7 @@ async fn space_of(client: &Client, file: &str) -> anyhow::Result<String> {
 }
 
 /// `n` websockets, each initialised and subscribed, each past READY.
-async fn open_subscriptions(
+pub(super) async fn open_subscriptions(
     server: &Server,
     client: &Client,
     space: &str,

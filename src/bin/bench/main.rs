@@ -1,6 +1,7 @@
 //! `filesync-bench`: measures the embedded backend over real HTTP from a separate
 //! process. It starts `filesync serve` as a child process, drives it with concurrent
-//! clients, prints the figures and (with `--write`) records them in BENCHMARKS.md.
+//! clients, prints the figures and (with `--write`) records them in BENCHMARKS.md. With
+//! `--aws-cost`, it counts the AWS backend's requests per operation instead (`cost`).
 //!
 //! Run: `cargo run --release --bin filesync-bench -- --write BENCHMARKS.md`
 
@@ -21,10 +22,11 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use sha2::Digest;
 
+mod cost;
 mod live;
 
 #[derive(Parser)]
-#[command(about = "Benchmark the embedded backend over HTTP")]
+#[command(about = "Benchmark the embedded backend over HTTP, or count the AWS backend's requests")]
 struct Args {
     /// Measured time per update run.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -62,10 +64,17 @@ struct Args {
     /// Record the figures in this Markdown file (between the benchmark markers).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Instead of the embedded runs: count the AWS backend's requests per operation, on
+    /// the stack the `FILESYNC_STORAGE__*` variables name (see BENCHMARKS.md).
+    #[arg(long)]
+    aws_cost: bool,
 }
 
-const MARK_START: &str = "<!-- embedded-benchmark:start -->";
-const MARK_END: &str = "<!-- embedded-benchmark:end -->";
+const MARKS: (&str, &str) = (
+    "<!-- embedded-benchmark:start -->",
+    "<!-- embedded-benchmark:end -->",
+);
+const COST_MARKS: (&str, &str) = ("<!-- aws-cost:start -->", "<!-- aws-cost:end -->");
 const UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) { updateFile(id: $id, baseVersion: $b, input: { metadata: [{ key: \"n\", value: $v }] }) { version } }";
 const CHANGES: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor } nextCursor hasMore } }";
 const CHANGES_WITH_URLS: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor downloadUrl } nextCursor hasMore } }";
@@ -101,14 +110,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("filesync-bench-{}", uuid::Uuid::new_v4())),
     };
-    let result = bench(&args, &dir).await;
+    let (result, marks) = if args.aws_cost {
+        (cost::cost_runs(&args, &dir).await, COST_MARKS)
+    } else {
+        (bench(&args, &dir).await, MARKS)
+    };
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let report = result?;
     println!("{report}");
     if let Some(path) = &args.write {
-        write_report(path, &report)?;
+        write_report(path, &report, marks)?;
         println!("written to {}", path.display());
     }
     Ok(())
@@ -134,15 +147,7 @@ async fn bench(args: &Args, dir: &Path) -> anyhow::Result<String> {
 
 /// A client of a server started on `dir`, as user `bench`.
 fn client_for(server: &Server, dir: &Path) -> anyhow::Result<Client> {
-    let secret = load_or_create_secret(dir)?;
-    let auth = Authenticator::new(&secret, Duration::from_secs(30));
-    Ok(Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?,
-        url: format!("{}/graphql", server.base),
-        token: auth.issue(&UserId::parse("bench")?, Duration::from_secs(3600))?,
-    })
+    Client::for_secret(server, &load_or_create_secret(dir)?)
 }
 
 async fn update_runs(args: &Args, dir: &Path, report: &mut String) -> anyhow::Result<()> {
@@ -281,6 +286,15 @@ fn now() -> i64 {
 }
 
 fn start_server(args: &Args, dir: &Path) -> anyhow::Result<Server> {
+    start_server_with(args, dir, &[])
+}
+
+/// Starts the server with these environment variables set (`Some`) or removed (`None`).
+fn start_server_with(
+    args: &Args,
+    dir: &Path,
+    env: &[(&str, Option<&str>)],
+) -> anyhow::Result<Server> {
     // Write back what earlier runs left dirty (seeding 100,000 files leaves a lot), so
     // that its writeback does not stall this run's fsyncs.
     let _ = Command::new("sync").status();
@@ -291,7 +305,14 @@ fn start_server(args: &Args, dir: &Path) -> anyhow::Result<Server> {
             .context("no exe dir")?
             .join("filesync"),
     };
-    let mut child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("FILESYNC_LOG__FILTER", "warn")
@@ -318,6 +339,18 @@ struct Client {
 }
 
 impl Client {
+    /// A client of `server`, as user `bench`, with a token signed with `secret`.
+    fn for_secret(server: &Server, secret: &[u8]) -> anyhow::Result<Self> {
+        let auth = Authenticator::new(secret, Duration::from_secs(30));
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()?,
+            url: format!("{}/graphql", server.base),
+            token: auth.issue(&UserId::parse("bench")?, Duration::from_secs(3600))?,
+        })
+    }
+
     async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
         let body: Value = self
             .http
@@ -524,12 +557,12 @@ fn ms(micros: u64) -> f64 {
 }
 
 /// Replaces the text between the markers (appending them if absent).
-fn write_report(path: &Path, report: &str) -> anyhow::Result<()> {
+fn write_report(path: &Path, report: &str, (start, end): (&str, &str)) -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{MARK_START}\n{report}{MARK_END}");
-    let doc = match (doc.find(MARK_START), doc.find(MARK_END)) {
+    let section = format!("{start}\n{report}{end}");
+    let doc = match (doc.find(start), doc.find(end)) {
         (Some(a), Some(b)) if a < b => {
-            format!("{}{section}{}", &doc[..a], &doc[b + MARK_END.len()..])
+            format!("{}{section}{}", &doc[..a], &doc[b + end.len()..])
         }
         _ => format!("{doc}\n{section}\n"),
     };
