@@ -1,5 +1,5 @@
 //! Presigned URLs against a strict S3 server (s3s-fs, which `scripts/aws-emulator start`
-//! runs beside moto and names in `FILESYNC_TEST_STRICT_S3`): moto verifies neither
+//! runs beside moto and names in `TEST_STRICT_S3_ENDPOINT`): moto verifies neither
 //! signatures nor checksums, s3s-fs does, as S3 does. The blob store here is the AWS
 //! backend's own `S3Blobs`, on a bucket of its own.
 //!
@@ -17,10 +17,10 @@ use crate::on_aws;
 
 /// The strict S3 store, or `None` (and why) when this run has none.
 async fn strict_blobs() -> Option<S3Blobs> {
-    let Ok(endpoint) = std::env::var("FILESYNC_TEST_STRICT_S3") else {
+    let Ok(endpoint) = std::env::var("TEST_STRICT_S3_ENDPOINT") else {
         assert!(
             !on_aws(),
-            "FILESYNC_TEST_STRICT_S3 is not set: start the emulators with scripts/aws-emulator start"
+            "TEST_STRICT_S3_ENDPOINT is not set: start the emulators with scripts/aws-emulator start"
         );
         eprintln!("skipped: presigned S3 URLs are checked in the AWS run, against s3s-fs");
         return None;
