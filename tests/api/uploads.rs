@@ -203,6 +203,100 @@ async fn the_storage_event_publishes_an_upload_nobody_commits() {
     assert_eq!(app.commit("alice", &ticket).await["version"], 1);
 }
 
+/// On AWS, storage events come through SQS. A message that is not an S3 notification is
+/// never acknowledged, so the queue's redrive policy moves it to the dead-letter queue once
+/// its receives run out (5, in `infra/`); a notification about an object that is no upload
+/// of ours is acknowledged and dropped. Backend-specific: the embedded backend has no queue.
+#[tokio::test]
+async fn a_poison_storage_event_ends_in_the_dead_letter_queue() {
+    if !on_aws() {
+        eprintln!("skipped: storage events come through a queue on AWS only");
+        return;
+    }
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let app = spawn_app().await;
+    let stack: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.data_dir.path().join("aws-stack.json")).unwrap())
+            .unwrap();
+    let (queue, dead, bucket) = (
+        stack["FILESYNC_STORAGE__EVENTS_QUEUE_URL"]
+            .as_str()
+            .unwrap(),
+        stack["DeadLetterQueueUrl"].as_str().unwrap(),
+        stack["FILESYNC_STORAGE__BUCKET"].as_str().unwrap(),
+    );
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    // Redelivered a second after each receive rather than a minute.
+    sqs.set_queue_attributes()
+        .queue_url(queue)
+        .attributes(Attr::VisibilityTimeout, "1")
+        .send()
+        .await
+        .unwrap();
+    let stray = json!({ "Records": [{
+        "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": { "bucket": { "name": bucket },
+                "object": { "key": "no-such-space/no-such-upload", "size": 1 } } }] });
+    for body in ["not an S3 notification", &stray.to_string()] {
+        sqs.send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(dead)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(message) = received.messages().first() {
+            break message.body().unwrap_or_default().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poison message never reached the dead-letter queue"
+        );
+    };
+    assert_eq!(moved, "not an S3 notification");
+    let left = sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let count = |name: &Attr| {
+        left.attributes()
+            .and_then(|a| a.get(name))
+            .map_or(0, |n| n.parse::<u32>().unwrap())
+    };
+    assert_eq!(
+        count(&Attr::ApproximateNumberOfMessages)
+            + count(&Attr::ApproximateNumberOfMessagesNotVisible),
+        0,
+        "the stray notification was acknowledged, not kept"
+    );
+    let more = sqs
+        .receive_message()
+        .queue_url(dead)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        more.messages().is_empty(),
+        "only the poison message is dead"
+    );
+}
+
 #[tokio::test]
 async fn commit_before_the_bytes_is_upload_incomplete() {
     let app = spawn_app().await;
