@@ -157,18 +157,7 @@ impl Consumer {
         let _ = self.sender.send(Notice::Resync);
         let mut refreshed = tokio::time::Instant::now();
         loop {
-            let now = tokio::time::Instant::now();
-            let ready: Vec<String> = shards
-                .iter()
-                .filter(|(_, s)| !s.done && s.retry_at <= now)
-                .filter(|(_, s)| {
-                    s.parent
-                        .as_ref()
-                        .and_then(|p| shards.get(p))
-                        .is_none_or(|p| p.done)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
+            let ready = ready_shards(&shards, tokio::time::Instant::now());
             let polls = ready.iter().map(|id| {
                 let shard = &shards[id];
                 self.poll_shard(&arn, id, shard.position.clone(), shard.iterator.clone())
@@ -242,32 +231,7 @@ impl Consumer {
                 None => break,
             }
         }
-        let first = shards.is_empty();
-        let present: std::collections::HashSet<String> =
-            listed.iter().filter_map(|s| s.shard_id.clone()).collect();
-        shards.retain(|id, s| !s.done || present.contains(id));
-        for shard in listed {
-            let Some(id) = shard.shard_id else { continue };
-            if shards.contains_key(&id) {
-                continue;
-            }
-            let closed = shard
-                .sequence_number_range
-                .as_ref()
-                .is_some_and(|r| r.ending_sequence_number.is_some());
-            shards.insert(
-                id,
-                Shard {
-                    parent: shard.parent_shard_id,
-                    position: start.clone(),
-                    iterator: None,
-                    // At start-up, closed shards are history: the store has all of it.
-                    done: first && closed,
-                    failures: 0,
-                    retry_at: tokio::time::Instant::now(),
-                },
-            );
-        }
+        merge_listing(shards, listed, start, tokio::time::Instant::now());
         Ok(())
     }
 
@@ -374,6 +338,59 @@ impl Consumer {
     }
 }
 
+/// The shards to poll now: not read to their end, not backing off, and whose parent (if
+/// the stream still has it) has been read to its end, so that an item's records are
+/// read in order across a split.
+fn ready_shards(shards: &HashMap<String, Shard>, now: tokio::time::Instant) -> Vec<String> {
+    shards
+        .iter()
+        .filter(|(_, s)| !s.done && s.retry_at <= now)
+        .filter(|(_, s)| {
+            s.parent
+                .as_ref()
+                .and_then(|p| shards.get(p))
+                .is_none_or(|p| p.done)
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Merges a `DescribeStream` listing into the known shards: new ones start at `start`,
+/// and finished ones the stream no longer lists are forgotten. On the first listing,
+/// shards already closed are history (the store has all of it) and are not read.
+fn merge_listing(
+    shards: &mut HashMap<String, Shard>,
+    listed: Vec<aws_sdk_dynamodbstreams::types::Shard>,
+    start: Position,
+    now: tokio::time::Instant,
+) {
+    let first = shards.is_empty();
+    let present: std::collections::HashSet<String> =
+        listed.iter().filter_map(|s| s.shard_id.clone()).collect();
+    shards.retain(|id, s| !s.done || present.contains(id));
+    for shard in listed {
+        let Some(id) = shard.shard_id else { continue };
+        if shards.contains_key(&id) {
+            continue;
+        }
+        let closed = shard
+            .sequence_number_range
+            .as_ref()
+            .is_some_and(|r| r.ending_sequence_number.is_some());
+        shards.insert(
+            id,
+            Shard {
+                parent: shard.parent_shard_id,
+                position: start.clone(),
+                iterator: None,
+                done: first && closed,
+                failures: 0,
+                retry_at: now,
+            },
+        );
+    }
+}
+
 /// What a stream record announces, read from its keys alone.
 fn notice_of(record: &Record) -> Option<Notice> {
     let keys = record.dynamodb.as_ref()?.keys.as_ref()?;
@@ -399,4 +416,141 @@ fn notice_of(record: &Record) -> Option<Notice> {
 /// Exponential backoff from 100 ms up to [`MAX_BACKOFF`].
 fn backoff(failures: u32) -> Duration {
     (Duration::from_millis(100) * 2u32.saturating_pow(failures.min(10))).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodbstreams::types::{SequenceNumberRange, Shard as Listed, StreamRecord};
+
+    use super::*;
+
+    fn listed(id: &str, parent: Option<&str>, closed: bool) -> Listed {
+        let range = SequenceNumberRange::builder().starting_sequence_number("100");
+        let range = if closed {
+            range.ending_sequence_number("200")
+        } else {
+            range
+        };
+        Listed::builder()
+            .shard_id(id)
+            .set_parent_shard_id(parent.map(str::to_owned))
+            .sequence_number_range(range.build())
+            .build()
+    }
+
+    fn ready(shards: &HashMap<String, Shard>, now: tokio::time::Instant) -> Vec<String> {
+        let mut ready = ready_shards(shards, now);
+        ready.sort();
+        ready
+    }
+
+    /// A shard splits: its children wait until it has been read to its end, start from
+    /// their beginning, and the parent is forgotten once the stream drops it.
+    #[test]
+    fn children_of_a_split_are_read_after_their_parent() {
+        let now = tokio::time::Instant::now();
+        let mut shards = HashMap::new();
+        merge_listing(
+            &mut shards,
+            vec![listed("p", None, false)],
+            Position::Latest,
+            now,
+        );
+        assert_eq!(shards["p"].position, Position::Latest);
+        assert_eq!(ready(&shards, now), ["p"]);
+
+        let split = vec![
+            listed("p", None, true),
+            listed("c1", Some("p"), false),
+            listed("c2", Some("p"), false),
+        ];
+        merge_listing(&mut shards, split, Position::TrimHorizon, now);
+        assert_eq!(shards["c1"].position, Position::TrimHorizon);
+        assert!(
+            !shards["p"].done,
+            "a parent is done once read to its end, not once closed"
+        );
+        assert_eq!(ready(&shards, now), ["p"], "children wait for their parent");
+
+        shards.get_mut("p").unwrap().done = true;
+        assert_eq!(ready(&shards, now), ["c1", "c2"]);
+
+        let aged = vec![
+            listed("c1", Some("p"), false),
+            listed("c2", Some("p"), false),
+        ];
+        merge_listing(&mut shards, aged, Position::TrimHorizon, now);
+        assert!(
+            !shards.contains_key("p"),
+            "a finished shard the stream dropped is forgotten"
+        );
+        assert_eq!(
+            ready(&shards, now),
+            ["c1", "c2"],
+            "an absent parent holds nothing up"
+        );
+    }
+
+    #[test]
+    fn at_start_up_closed_shards_are_history() {
+        let now = tokio::time::Instant::now();
+        let mut shards = HashMap::new();
+        let listing = vec![listed("old", None, true), listed("new", Some("old"), false)];
+        merge_listing(&mut shards, listing, Position::Latest, now);
+        assert!(shards["old"].done);
+        assert_eq!(ready(&shards, now), ["new"]);
+    }
+
+    #[test]
+    fn a_shard_backing_off_waits() {
+        let now = tokio::time::Instant::now();
+        let mut shards = HashMap::new();
+        merge_listing(
+            &mut shards,
+            vec![listed("s", None, false)],
+            Position::Latest,
+            now,
+        );
+        shards.get_mut("s").unwrap().retry_at = now + Duration::from_secs(1);
+        assert!(ready(&shards, now).is_empty());
+        assert_eq!(ready(&shards, now + Duration::from_secs(1)), ["s"]);
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn records_announce_commits_and_membership_changes_only() {
+        let space = SpaceId::new();
+        let record = |sk: &str| {
+            let keys = HashMap::from([
+                ("pk".to_owned(), AttributeValue::S(format!("S#{space}"))),
+                ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
+            ]);
+            Record::builder()
+                .dynamodb(StreamRecord::builder().set_keys(Some(keys)).build())
+                .build()
+        };
+        assert_eq!(
+            notice_of(&record("L#00000000000000000042")),
+            Some(Notice::Committed {
+                space_id: space,
+                seq: 42
+            })
+        );
+        assert_eq!(
+            notice_of(&record("M#bob")),
+            Some(Notice::MembershipChanged {
+                space_id: space,
+                user: UserId::parse("bob").unwrap()
+            })
+        );
+        for other in [
+            "SPACE",
+            "X#00000000000000000042",
+            "N#a.txt",
+            "L#not-a-number",
+        ] {
+            assert_eq!(notice_of(&record(other)), None, "{other}");
+        }
+    }
 }
