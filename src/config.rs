@@ -101,10 +101,30 @@ pub struct AuthSettings {
     /// HS256 secret for bearer tokens. When unset, the embedded backend generates one
     /// and keeps it in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<Secret>,
+    /// The identity provider's public keys, for RS256/ES256 tokens: a JWKS file path or
+    /// an `https://` URL (for Cognito:
+    /// `https://cognito-idp.<region>.amazonaws.com/<pool id>/.well-known/jwks.json`).
+    pub jwks: Option<String>,
+    /// Required `iss` of every token, when set.
+    pub issuer: Option<String>,
+    /// Accepted audiences: a token's `aud` (or, when it has none, Cognito's `client_id`)
+    /// must name one. Empty: not checked.
+    pub audience: Vec<String>,
+    /// Accepted algorithms (of HS256, RS256, ES256). Empty: HS256 when there is a
+    /// secret, RS256 and ES256 when there is a JWKS.
+    pub algorithms: Vec<String>,
+    /// The claim that names the user.
+    pub user_claim: String,
+    /// An unknown `kid` fetches the JWKS again, but not more often than this.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
+    /// A JWKS older than this is fetched again on next use.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
     /// Lifetime of tokens minted by `filesync token` when `--ttl` is not given.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
-    /// Clock skew tolerated on `exp`.
+    /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
 }
@@ -113,6 +133,13 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: None,
+            jwks: None,
+            issuer: None,
+            audience: Vec::new(),
+            algorithms: Vec::new(),
+            user_claim: "sub".to_owned(),
+            jwks_min_refresh: Duration::from_secs(30),
+            jwks_max_age: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(24 * 3600),
             leeway: Duration::from_secs(30),
         }

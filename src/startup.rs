@@ -37,8 +37,13 @@ impl App {
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         let addr = listener.local_addr()?;
-        let secret = auth::server_secret(&settings)?;
-        let url_signer = UrlSigner::derive(&secret);
+        let token_secret = auth::token_secret(&settings)?;
+        // The embedded backend signs its URLs with a key derived from the secret. Without
+        // one (AWS with a JWKS only), S3 signs the URLs and this key goes unused.
+        let url_secret = token_secret
+            .clone()
+            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        let url_signer = UrlSigner::derive(&url_secret);
         let storage = storage::open(
             &settings.storage,
             OpenContext {
@@ -55,7 +60,9 @@ impl App {
             schema: graphql::build_schema(service.clone(), &settings.graphql),
             service: service.clone(),
             query_cache: Arc::new(QueryCache::default()),
-            auth: Arc::new(Authenticator::new(&secret, settings.auth.leeway)),
+            auth: Arc::new(
+                Authenticator::from_settings(&settings.auth, token_secret.as_deref()).await?,
+            ),
             url_signer,
             metrics: Arc::new(Metrics::default()),
             draining: draining.clone(),

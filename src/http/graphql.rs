@@ -32,7 +32,7 @@ pub(super) async fn graphql_handler(
     }
     state.query_cache.prepare(&mut request);
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let viewer = Viewer(state.auth.verify_header(header));
+    let viewer = Viewer(state.auth.verify_header(header).await);
     let mut response = state.schema.execute(request.data(viewer)).await;
     fill_codes(&mut response);
     GraphQLResponse::from(response).into_response()

@@ -15,6 +15,7 @@ mod ops;
 mod replicas;
 mod restart;
 mod schema;
+mod tokens;
 mod uploads;
 mod ws_client;
 mod ws_protocol;

@@ -227,7 +227,12 @@ impl Connection {
                 "Too many initialisation requests".into(),
             )),
             ClientMessage::Init(payload) => {
-                match self.state.auth.verify_connection_init(payload.as_ref()) {
+                match self
+                    .state
+                    .auth
+                    .verify_connection_init(payload.as_ref())
+                    .await
+                {
                     Ok(user) => {
                         self.user = Some(user);
                         self.send(protocol::ack()).await?;
