@@ -19,7 +19,33 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub graphql: GraphqlSettings,
     pub subscriptions: SubscriptionSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+/// Abuse limits, per user, applied by each replica to the requests it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Mutations a user may make per second, sustained (0: no limit).
+    pub mutations_per_second: f64,
+    /// Mutations a user may make at once before the sustained rate applies.
+    pub mutation_burst: usize,
+    /// Websockets one user may hold open.
+    pub websockets_per_user: usize,
+    /// Operations one websocket may run at once.
+    pub subscriptions_per_connection: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            mutations_per_second: 100.0,
+            mutation_burst: 500,
+            websockets_per_user: 32,
+            subscriptions_per_connection: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +63,10 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Serve GraphiQL at `/graphiql`.
     pub graphiql: bool,
+    /// Browser origins allowed to call the API from another origin (CORS), such as
+    /// `https://app.example.com`; `["*"]` allows any. Empty (the default): no CORS headers,
+    /// so browsers allow same-origin calls only.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -47,6 +77,7 @@ impl Default for ServerSettings {
             max_request_bytes: 16 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             graphiql: true,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -185,6 +216,11 @@ impl Default for UploadSettings {
 pub struct GraphqlSettings {
     pub max_depth: usize,
     pub max_complexity: usize,
+    /// Aliased fields one document may hold.
+    pub max_aliases: usize,
+    /// Whether the schema answers introspection queries (`__schema`, `__type`); turn it
+    /// off in production if clients should not discover the API themselves.
+    pub introspection: bool,
     /// Largest `first` / `limit` a client may ask for.
     pub max_page_size: usize,
     /// Page size when the client does not say.
@@ -196,6 +232,8 @@ impl Default for GraphqlSettings {
         Self {
             max_depth: 12,
             max_complexity: 2000,
+            max_aliases: 30,
+            introspection: true,
             max_page_size: 1000,
             default_page_size: 100,
         }

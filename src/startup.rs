@@ -59,10 +59,14 @@ impl App {
         let state = AppState {
             schema: graphql::build_schema(service.clone(), &settings.graphql),
             service: service.clone(),
-            query_cache: Arc::new(QueryCache::default()),
+            query_cache: Arc::new(QueryCache::new(
+                settings.graphql.max_aliases,
+                settings.graphql.introspection,
+            )),
             auth: Arc::new(
                 Authenticator::from_settings(&settings.auth, token_secret.as_deref()).await?,
             ),
+            limits: Arc::new(http::limits::Limits::new(settings.limits.clone())),
             url_signer,
             metrics: Arc::new(Metrics::default()),
             draining: draining.clone(),
@@ -76,6 +80,7 @@ impl App {
             state,
             settings.server.graphiql,
             RequestBodyLimitLayer::new(body_limit),
+            http::cors(&settings.server.cors_allowed_origins)?,
         );
         Ok(Self {
             listener,

@@ -33,12 +33,16 @@ pub struct Viewer(pub Result<UserId, AuthError>);
 
 /// Builds the schema with its limits and the service.
 pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncSchema {
-    Schema::build(Query, Mutation, Subscription)
+    let builder = Schema::build(Query, Mutation, Subscription)
         .data(live::LiveRenderer::new(service.clone()))
         .data(service)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .finish()
+        .limit_complexity(limits.max_complexity);
+    if limits.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The schema's SDL, as `filesync print-schema` prints it and `schema.graphql` holds it.

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use async_graphql::Request;
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Request, ServerError};
 
 /// Distinct documents kept; past this the cache starts over (a client generating unique
 /// queries cannot grow memory, and the common operations are back within a request).
@@ -16,36 +16,140 @@ const CAPACITY: usize = 512;
 /// Queries longer than this are parsed every time rather than kept.
 const MAX_QUERY_BYTES: usize = 16 * 1024;
 
-#[derive(Default)]
 pub struct QueryCache {
     // A std Mutex: held for one lookup or insert, never across an await.
-    documents: Mutex<HashMap<String, ExecutableDocument>>,
+    documents: Mutex<HashMap<String, (ExecutableDocument, Shape)>>,
+    max_aliases: usize,
+    introspection: bool,
+}
+
+/// What the limits look at in a document.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    aliases: usize,
+    /// Asks for `__schema` or `__type`.
+    introspects: bool,
 }
 
 impl QueryCache {
-    /// Gives `request` its parsed document, from the cache or freshly parsed.
-    pub fn prepare(&self, request: &mut Request) {
+    /// A cache whose documents may hold at most `max_aliases` aliased fields, and may
+    /// introspect the schema only if `introspection`.
+    pub fn new(max_aliases: usize, introspection: bool) -> Self {
+        Self {
+            documents: Mutex::new(HashMap::new()),
+            max_aliases,
+            introspection,
+        }
+    }
+
+    /// Gives `request` its parsed document, from the cache or freshly parsed; refuses a
+    /// document with more aliases than allowed (aliases multiply the work one request
+    /// asks for: `a1: file(...) a2: file(...) ...`).
+    pub fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
         let cached = self
             .documents
             .lock()
             .expect("query cache poisoned")
             .get(&request.query)
             .cloned();
-        if let Some(doc) = cached {
+        if let Some((doc, shape)) = cached {
+            self.check(shape)?;
             request.set_parsed_query(doc);
-            return;
-        }
-        if request.query.len() > MAX_QUERY_BYTES {
-            return;
+            return Ok(());
         }
         // On a syntax error, leave the request as it is: execution reports the error.
         let Ok(doc) = request.parsed_query().cloned() else {
-            return;
+            return Ok(());
         };
-        let mut documents = self.documents.lock().expect("query cache poisoned");
-        if documents.len() >= CAPACITY {
-            documents.clear();
+        let shape = shape_of(&doc);
+        self.check(shape)?;
+        if request.query.len() <= MAX_QUERY_BYTES {
+            let mut documents = self.documents.lock().expect("query cache poisoned");
+            if documents.len() >= CAPACITY {
+                documents.clear();
+            }
+            documents.insert(request.query.clone(), (doc, shape));
         }
-        documents.insert(request.query.clone(), doc);
+        Ok(())
+    }
+
+    fn check(&self, shape: Shape) -> Result<(), ServerError> {
+        if shape.aliases > self.max_aliases {
+            return Err(ServerError::new(
+                format!(
+                    "the query has {} aliases; at most {} are allowed",
+                    shape.aliases, self.max_aliases
+                ),
+                None,
+            ));
+        }
+        if shape.introspects && !self.introspection {
+            return Err(ServerError::new(
+                "introspection is disabled on this server",
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The aliased fields in the document's operations and fragments, and whether any of
+/// them introspects the schema.
+fn shape_of(doc: &ExecutableDocument) -> Shape {
+    fn walk(set: &SelectionSet, shape: &mut Shape) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    shape.aliases += usize::from(field.alias.is_some());
+                    shape.introspects |= matches!(field.name.node.as_str(), "__schema" | "__type");
+                    walk(&field.selection_set.node, shape);
+                }
+                Selection::InlineFragment(fragment) => {
+                    walk(&fragment.node.selection_set.node, shape)
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    let mut shape = Shape::default();
+    for (_, op) in doc.operations.iter() {
+        walk(&op.node.selection_set.node, &mut shape);
+    }
+    for fragment in doc.fragments.values() {
+        walk(&fragment.node.selection_set.node, &mut shape);
+    }
+    shape
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_counted_everywhere_and_limited() {
+        let cache = QueryCache::new(3, true);
+        let query = "query { a: me { id } b: me { i: id } ...F ... on Query { c: me { id } } } \
+                     fragment F on Query { d: me { id } }";
+        let mut request = Request::new(query);
+        let error = cache.prepare(&mut request).unwrap_err();
+        assert!(error.message.contains("5 aliases"), "{}", error.message);
+        let mut request = Request::new("{ a: me { id } b: me { id } }");
+        cache.prepare(&mut request).unwrap();
+        // Cached documents are checked as well.
+        let strict = QueryCache::new(1, true);
+        strict
+            .prepare(&mut Request::new("{ a: me { id } }"))
+            .unwrap();
+        assert!(
+            strict
+                .prepare(&mut Request::new("{ a: me { id } b: me { id } }"))
+                .is_err()
+        );
+        assert!(
+            strict
+                .prepare(&mut Request::new("{ a: me { id } b: me { id } }"))
+                .is_err()
+        );
     }
 }

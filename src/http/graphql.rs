@@ -4,12 +4,13 @@ use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, rejection::GraphQLRejection};
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
 use super::errors::error_response;
+use super::limits::{rate_limited, retry_seconds};
 use crate::graphql::Viewer;
 use crate::graphql::error::fill_codes;
 
@@ -23,16 +24,33 @@ pub(super) async fn graphql_handler(
         Ok(request) => request.into_inner(),
         Err(rejection) => return rejected(rejection.0, state.max_request_bytes),
     };
-    if method == Method::GET && is_mutation(&request) {
+    if method == Method::GET && is_mutation(&mut request) {
         return error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "BAD_INPUT",
             "mutations must be sent with POST",
         );
     }
-    state.query_cache.prepare(&mut request);
+    if let Err(error) = state.query_cache.prepare(&mut request) {
+        let mut response = async_graphql::Response::from_errors(vec![error]);
+        fill_codes(&mut response);
+        return GraphQLResponse::from(response).into_response();
+    }
     let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let viewer = Viewer(state.auth.verify_header(header).await);
+    if let Ok(user) = &viewer.0
+        && is_mutation(&mut request)
+        && let Err(wait) = state.limits.mutation(user)
+    {
+        let error = rate_limited("too many mutations; slow down", wait);
+        let mut response = GraphQLResponse::from(async_graphql::Response::from_errors(vec![error]))
+            .into_response();
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, retry_seconds(wait).into());
+        return response;
+    }
     let mut response = state.schema.execute(request.data(viewer)).await;
     fill_codes(&mut response);
     GraphQLResponse::from(response).into_response()
@@ -86,27 +104,35 @@ fn is_length_limit(e: &std::io::Error) -> bool {
 }
 
 /// Whether the operation the request would run is a mutation.
-fn is_mutation(request: &async_graphql::Request) -> bool {
+pub(super) fn is_mutation(request: &mut async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+    let operation_name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
         return false; // execution reports the syntax error
     };
     let is_mut =
         |op: &async_graphql::parser::types::OperationDefinition| op.ty == OperationType::Mutation;
     match &doc.operations {
         DocumentOperations::Single(op) => is_mut(&op.node),
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
+        DocumentOperations::Multiple(ops) => match &operation_name {
             Some(name) => ops.get(name.as_str()).is_some_and(|op| is_mut(&op.node)),
             None => ops.values().any(|op| is_mut(&op.node)),
         },
     }
 }
 
-pub(super) async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
+pub(super) async fn graphiql() -> impl IntoResponse {
+    // The page loads GraphiQL from its CDN and runs inline scripts; it may not be framed.
+    (
+        [(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            "frame-ancestors 'none'",
+        )],
+        Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .finish(),
+        ),
     )
 }

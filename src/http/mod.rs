@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::routing::{get, put};
+use tower::util::option_layer;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -27,6 +29,7 @@ mod blob;
 mod errors;
 mod graphql;
 mod health;
+pub mod limits;
 pub mod metrics;
 mod ws;
 
@@ -37,6 +40,7 @@ pub struct AppState {
     pub schema: FilesyncSchema,
     pub query_cache: Arc<QueryCache>,
     pub auth: Arc<Authenticator>,
+    pub limits: Arc<limits::Limits>,
     pub url_signer: UrlSigner,
     pub metrics: Arc<metrics::Metrics>,
     /// Set once shutdown begins: `/readyz` then fails so load balancers drain us.
@@ -49,7 +53,45 @@ pub struct AppState {
     pub connections: TaskTracker,
 }
 
-pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer) -> Router {
+/// The CORS policy for `origins` (`None` when empty: no CORS headers at all).
+pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allowed = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|origin| {
+                anyhow::ensure!(
+                    origin.starts_with("https://") || origin.starts_with("http://"),
+                    "server.cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port])"
+                );
+                HeaderValue::from_str(origin.trim_end_matches('/')).map_err(anyhow::Error::from)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST, Method::PUT])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("retry-after"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+pub fn router(
+    state: AppState,
+    graphiql: bool,
+    body_limit: RequestBodyLimitLayer,
+    cors: Option<CorsLayer>,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
         .route(
@@ -113,5 +155,21 @@ pub fn router(state: AppState, graphiql: bool, body_limit: RequestBodyLimitLayer
             HeaderName::from_static("referrer-policy"),
             HeaderValue::from_static("no-referrer"),
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        ))
+        // An API answers JSON and bytes, never a page: nothing may run, load or frame it.
+        // (GraphiQL sets its own policy.)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        // Responses carry signed URLs and private metadata: no shared cache may keep them.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("cache-control"),
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(option_layer(cors))
         .with_state(state)
 }

@@ -328,6 +328,8 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_others_keep_receiving
         spawn_app_with(|s| {
             s.subscriptions.buffer = 64;
             s.subscriptions.send_timeout = Duration::from_millis(500);
+            // One user writes 800 changes as fast as it can.
+            s.limits.mutations_per_second = 0.0;
         })
         .await,
     );

@@ -9,6 +9,7 @@ mod cli;
 mod concurrency;
 mod helpers;
 mod js_client;
+mod limits;
 mod live;
 mod modify;
 mod ops;

@@ -316,6 +316,8 @@ fn start_server_with(
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("FILESYNC_LOG__FILTER", "warn")
+        // Load generation is one user at thousands of mutations per second.
+        .env("FILESYNC_LIMITS__MUTATIONS_PER_SECOND", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -23,6 +23,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::StreamMap;
 
 use super::AppState;
+use super::graphql::is_mutation;
+use super::limits::{SocketGuard, rate_limited};
 use crate::config::SubscriptionSettings;
 use crate::domain::UserId;
 use crate::graphql::Viewer;
@@ -67,6 +69,19 @@ struct Operation {
     slot: Option<Arc<LiveSlot>>,
     live: Option<LiveOperation>,
     completed: bool,
+}
+
+impl Operation {
+    /// An operation refused before it ran: it ends with `error`.
+    fn failed(error: async_graphql::ServerError) -> Self {
+        let response = Response::from_errors(vec![error]);
+        Operation {
+            executing: Some(futures::stream::once(async move { response }).boxed()),
+            slot: None,
+            live: None,
+            completed: false,
+        }
+    }
 }
 
 /// What an operation has for the client.
@@ -131,6 +146,8 @@ struct Connection {
     protocol: Protocol,
     state: AppState,
     user: Option<UserId>,
+    /// Counts this socket against its user's limit, from `connection_ack` until closed.
+    _registered: Option<SocketGuard>,
     /// Running operations by client-chosen id.
     operations: StreamMap<String, Operation>,
 }
@@ -152,6 +169,7 @@ impl Connection {
             protocol,
             state,
             user: None,
+            _registered: None,
             // Room for one: most connections run a single subscription.
             operations: StreamMap::with_capacity(1),
         };
@@ -234,6 +252,15 @@ impl Connection {
                     .await
                 {
                     Ok(user) => {
+                        let Some(registered) = self.state.limits.websocket(&user) else {
+                            let why = "too many open websockets for this user";
+                            if self.protocol == Protocol::Legacy {
+                                self.send(protocol::connection_error(why, "RATE_LIMITED"))
+                                    .await?;
+                            }
+                            return Err(Exit::Close(close::TOO_MANY_CONNECTIONS, why.into()));
+                        };
+                        self._registered = Some(registered);
                         self.user = Some(user);
                         self.send(protocol::ack()).await?;
                         if self.protocol == Protocol::Legacy {
@@ -267,6 +294,14 @@ impl Connection {
                     // Legacy clients restart an operation by reusing its id.
                     self.operations.remove(&id);
                 }
+                let limit = self.state.limits.subscriptions_per_connection();
+                if self.operations.len() >= limit {
+                    let error = rate_limited(
+                        &format!("at most {limit} operations may run at once on one websocket"),
+                        Duration::from_secs(1),
+                    );
+                    return self.send(protocol::error(&id, &[error])).await;
+                }
                 let operation = self.execute(*request);
                 self.operations.insert(id, operation);
                 Ok(())
@@ -286,7 +321,15 @@ impl Connection {
 
     /// Starts an operation as the connection's user.
     fn execute(&self, mut request: async_graphql::Request) -> Operation {
-        self.state.query_cache.prepare(&mut request);
+        if let Err(error) = self.state.query_cache.prepare(&mut request) {
+            return Operation::failed(error);
+        }
+        if let Some(user) = &self.user
+            && is_mutation(&mut request)
+            && let Err(wait) = self.state.limits.mutation(user)
+        {
+            return Operation::failed(rate_limited("too many mutations; slow down", wait));
+        }
         let viewer = Viewer(self.user.clone().ok_or(crate::auth::AuthError::Missing));
         let slot = Arc::new(LiveSlot::default());
         let request = request.data(viewer).data(slot.clone());

@@ -20,6 +20,8 @@ pub mod close {
     pub const INIT_TIMEOUT: u16 = 4408;
     pub const SUBSCRIBER_EXISTS: u16 = 4409;
     pub const TOO_MANY_INITS: u16 = 4429;
+    /// The user already holds as many websockets as allowed (WebSocket "policy violation").
+    pub const TOO_MANY_CONNECTIONS: u16 = 1008;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
