@@ -5,35 +5,26 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
 use super::errors::error_response;
 use crate::domain::{SpaceId, UploadId, now_millis};
 use crate::storage::RangeRequest;
-use crate::storage::url_signing::SignatureError;
+use crate::storage::url_signing::{SignatureError, SignedQuery};
 use crate::sync::Error;
-
-#[derive(Deserialize)]
-pub(super) struct Signed {
-    expires: i64,
-    sig: String,
-    /// The content type a download is served with (signed).
-    ct: Option<String>,
-}
 
 pub(super) async fn put_blob(
     State(state): State<AppState>,
     Path((space, upload)): Path<(String, String)>,
-    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -41,7 +32,8 @@ pub(super) async fn put_blob(
         return Error::NotFound("upload").into_response();
     };
     let path = format!("/blob/{space}/{upload}");
-    if let Some(refusal) = refuse_unsigned(&state, "PUT", &path, query, "") {
+    let signed = SignedQuery::parse(query.as_deref());
+    if let Some(refusal) = refuse_unsigned(&state, "PUT", &path, signed.as_ref(), "") {
         return refusal;
     }
     let content_type = headers
@@ -73,19 +65,17 @@ pub(super) async fn put_blob(
 pub(super) async fn get_blob(
     State(state): State<AppState>,
     Path((space, upload)): Path<(String, String)>,
-    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     if parse_key(&space, &upload).is_none() {
         return Error::NotFound("content").into_response();
     }
     let path = format!("/blob/{space}/{upload}");
-    let content_type = match &query {
-        Ok(Query(q)) => q.ct.clone(),
-        Err(_) => None,
-    };
+    let signed = SignedQuery::parse(query.as_deref());
+    let content_type = signed.as_ref().and_then(|q| q.ct.clone());
     let signed_type = content_type.as_deref().unwrap_or("");
-    if let Some(refusal) = refuse_unsigned(&state, "GET", &path, query, signed_type) {
+    if let Some(refusal) = refuse_unsigned(&state, "GET", &path, signed.as_ref(), signed_type) {
         return refusal;
     }
     // An unparsable or multi-range header is ignored, as RFC 9110 allows.
@@ -146,10 +136,10 @@ fn refuse_unsigned(
     state: &AppState,
     method: &str,
     path: &str,
-    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
+    signed: Option<&SignedQuery>,
     extra: &str,
 ) -> Option<Response> {
-    let Ok(Query(signed)) = query else {
+    let Some(signed) = signed else {
         return Some(error_response(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",

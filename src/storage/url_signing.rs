@@ -9,6 +9,22 @@ use crate::domain::Millis;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The signature a signed URL carries in its query: `expires` (Unix seconds), `sig`
+/// (hex) and, for downloads, the content type `ct` it is served with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SignedQuery {
+    pub expires: i64,
+    pub sig: String,
+    pub ct: Option<String>,
+}
+
+impl SignedQuery {
+    /// Reads a URL's query string; `None` when it carries no well-formed signature.
+    pub fn parse(query: Option<&str>) -> Option<Self> {
+        serde_urlencoded::from_str(query?).ok()
+    }
+}
+
 #[derive(Clone)]
 pub struct UrlSigner {
     key: [u8; 32],
