@@ -8,6 +8,7 @@ mod file;
 mod ids;
 mod name;
 mod role;
+mod settings;
 mod upload;
 
 pub use cursor::{Cursor, CursorError};
@@ -17,6 +18,7 @@ pub use file::{
 pub use ids::{FileId, SpaceId, UploadId, UserId};
 pub use name::{FileName, SpaceName};
 pub use role::Role;
+pub use settings::{Refusal, SpaceSettings};
 pub use upload::{PendingUpload, UploadState};
 
 /// A domain value that failed validation; the message is safe to show to the client.

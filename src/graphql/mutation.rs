@@ -3,7 +3,8 @@ use futures::TryStreamExt;
 
 use super::error::{IntoGql, bad_input};
 use super::types::{
-    BeginUploadInput, File, Role, Space, UpdateFileInput, UploadTicket, metadata_input,
+    BeginUploadInput, File, Role, Space, SpaceSettingsInput, UpdateFileInput, UploadTicket,
+    metadata_input,
 };
 use super::{parse_id, service, viewer};
 use crate::sync::{FileUpdate, NewUpload};
@@ -39,6 +40,31 @@ impl Mutation {
             .await
             .gql()?;
         Ok(Space { space, role })
+    }
+
+    /// Replaces a space's settings: largest file, accepted content types and extensions
+    /// (owners only).
+    async fn update_space_settings(
+        &self,
+        ctx: &Context<'_>,
+        space_id: ID,
+        input: SpaceSettingsInput,
+    ) -> async_graphql::Result<Space> {
+        let user = viewer(ctx)?;
+        let settings = crate::domain::SpaceSettings::parse(
+            input.max_file_size.map(|s| s.0),
+            input.allowed_content_types.unwrap_or_default(),
+            input.allowed_extensions.unwrap_or_default(),
+        )
+        .map_err(|e| bad_input(e.0))?;
+        let (space, role) = service(ctx)
+            .update_space_settings(user, parse_id(&space_id)?, settings)
+            .await
+            .gql()?;
+        Ok(Space {
+            space,
+            role: Some(role),
+        })
     }
 
     /// Phase one of an upload: a pending version and a presigned URL to send the bytes to.

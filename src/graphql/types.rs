@@ -136,6 +136,49 @@ impl Space {
             })
             .collect())
     }
+
+    /// What files the space accepts (members may read it; owners change it with
+    /// `updateSpaceSettings`).
+    async fn settings(&self, ctx: &Context<'_>) -> async_graphql::Result<SpaceSettings> {
+        let settings = service(ctx)
+            .space_settings(viewer(ctx)?, self.space.id)
+            .await
+            .gql()?;
+        Ok(SpaceSettings::from(settings))
+    }
+}
+
+/// The limits a space puts on its files. Empty lists accept everything.
+#[derive(SimpleObject)]
+pub struct SpaceSettings {
+    /// Largest file in bytes; null: only the server's own limit.
+    pub max_file_size: Option<Size>,
+    /// Accepted media types (`image/png`) and type ranges (`image/*`).
+    pub allowed_content_types: Vec<String>,
+    /// Accepted extensions of a file name's last segment, without the dot (`md`).
+    pub allowed_extensions: Vec<String>,
+}
+
+impl From<domain::SpaceSettings> for SpaceSettings {
+    fn from(s: domain::SpaceSettings) -> Self {
+        Self {
+            max_file_size: s.max_file_size.map(Size),
+            allowed_content_types: s.allowed_content_types,
+            allowed_extensions: s.allowed_extensions,
+        }
+    }
+}
+
+/// New settings for a space; they replace the old ones whole. Checked at `beginUpload`,
+/// again at commit against the stored bytes, and on renames.
+#[derive(InputObject)]
+pub struct SpaceSettingsInput {
+    /// Largest file in bytes (at most the server's limit); null: no limit of the space's own.
+    pub max_file_size: Option<Size>,
+    /// Accepted media types and type ranges; empty or null: any (uploads then need no type).
+    pub allowed_content_types: Option<Vec<String>>,
+    /// Accepted extensions; empty or null: any.
+    pub allowed_extensions: Option<Vec<String>>,
 }
 
 #[derive(SimpleObject, Clone)]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Backend, StorageSettings};
 use crate::domain::{
     Change, ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload,
-    Role, Sha256, SpaceId, SpaceName, UploadId, UserId, VersionRecord,
+    Role, Sha256, SpaceId, SpaceName, SpaceSettings, UploadId, UserId, VersionRecord,
 };
 
 #[cfg(feature = "aws")]
@@ -97,6 +97,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError>;
     async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError>;
+    /// The space's settings (defaults until an owner sets them); `None` if no such space.
+    async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError>;
+    /// Replaces the space's settings; [`StoreError::NoSuchSpace`] if there is no such space.
+    async fn set_space_settings(
+        &self,
+        space: SpaceId,
+        settings: SpaceSettings,
+    ) -> Result<(), StoreError>;
     /// Adds, changes (`Some`) or removes (`None`) a member. Refuses with
     /// [`StoreError::LastOwner`] a change that would leave the space without an owner.
     async fn set_member(

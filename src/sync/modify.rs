@@ -40,7 +40,18 @@ impl SyncService {
             ));
         }
         let name = match update.name {
-            Some(name) => FileName::parse(&name)?,
+            Some(name) => {
+                let name = FileName::parse(&name)?;
+                if name != file.name
+                    && let Some(refusal) = self
+                        .settings_of(file.space_id)
+                        .await?
+                        .extension_refusal(&name)
+                {
+                    return Err(super::spaces::refused(refusal));
+                }
+                name
+            }
             None => file.name.clone(),
         };
         let metadata = match update.metadata {

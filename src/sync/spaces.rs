@@ -1,7 +1,7 @@
 //! Spaces and their members.
 
 use super::{Error, Result, SyncService, now};
-use crate::domain::{Role, SpaceId, SpaceName, UserId};
+use crate::domain::{FileName, Refusal, Role, SpaceId, SpaceName, SpaceSettings, UserId};
 use crate::storage::{Member, Space};
 
 impl SyncService {
@@ -65,5 +65,77 @@ impl SyncService {
             .ok_or(Error::NotFound("space"))?;
         let my_role = self.inner.store.meta.role(space.id, user).await?;
         Ok((space, my_role))
+    }
+
+    /// The space's settings, for its members.
+    pub async fn space_settings(&self, user: &UserId, space: SpaceId) -> Result<SpaceSettings> {
+        self.role_in(user, space).await?;
+        self.settings_of(space).await
+    }
+
+    /// Replaces the space's settings. Owners only. They apply to uploads begun or
+    /// committed from now on, and to renames; files already there stay.
+    pub async fn update_space_settings(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        settings: SpaceSettings,
+    ) -> Result<(Space, Role)> {
+        let role = self.role_in(user, space).await?;
+        if role != Role::Owner {
+            return Err(Error::forbidden(
+                "only an owner may change the space's settings",
+            ));
+        }
+        if let Some(limit) = settings.max_file_size
+            && limit > self.inner.limits.max_file_size
+        {
+            return Err(Error::bad_input(format!(
+                "maxFileSize may not exceed the server's limit of {} bytes",
+                self.inner.limits.max_file_size
+            )));
+        }
+        let meta = &self.inner.store.meta;
+        meta.set_space_settings(space, settings.clone()).await?;
+        tracing::info!(%space, by = %user, ?settings, "space settings changed");
+        let space = meta.space(space).await?.ok_or(Error::NotFound("space"))?;
+        Ok((space, role))
+    }
+
+    pub(super) async fn settings_of(&self, space: SpaceId) -> Result<SpaceSettings> {
+        self.inner
+            .store
+            .meta
+            .space_settings(space)
+            .await?
+            .ok_or(Error::NotFound("space"))
+    }
+
+    /// Refuses a file the space's settings do not accept.
+    pub(super) async fn check_space_accepts(
+        &self,
+        space: SpaceId,
+        name: &FileName,
+        content_type: Option<&str>,
+        size: u64,
+    ) -> Result<()> {
+        match self
+            .settings_of(space)
+            .await?
+            .refusal(name, content_type, size)
+        {
+            None => Ok(()),
+            Some(refusal) => Err(refused(refusal)),
+        }
+    }
+}
+
+/// The error for a file a space's settings refuse.
+pub(super) fn refused(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::TooLarge { limit } => {
+            Error::PayloadTooLarge(format!("files in this space are limited to {limit} bytes"))
+        }
+        Refusal::ContentType(why) | Refusal::Extension(why) => Error::BadInput(why),
     }
 }

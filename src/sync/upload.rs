@@ -201,6 +201,8 @@ impl SyncService {
             .map(parse_content_type)
             .transpose()?;
         let metadata = input.metadata.map(Metadata::parse).transpose()?;
+        self.check_space_accepts(input.space_id, &name, content_type.as_deref(), size)
+            .await?;
 
         let meta = &self.inner.store.meta;
         let (file_id, base_version, metadata) = match input.file_id {
@@ -295,6 +297,16 @@ impl SyncService {
         if info.sha256 != Some(upload.sha256) {
             return Err(Error::ChecksumMismatch);
         }
+        // Again on the stored bytes (their size; their type is pinned to the declared one)
+        // and the space's settings as they are now: an owner may have tightened them
+        // since `beginUpload`.
+        self.check_space_accepts(
+            upload.space_id,
+            &upload.name,
+            upload.content_type.as_deref(),
+            info.size,
+        )
+        .await?;
         // Unmark first: if publishing then fails, the upload stays pending and the sweeper
         // deletes the object; the reverse order could expire a committed object.
         blobs.mark_committed(&upload.blob_key).await?;

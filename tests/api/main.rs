@@ -16,6 +16,7 @@ mod ops;
 mod replicas;
 mod restart;
 mod schema;
+mod space_settings;
 mod tokens;
 mod uploads;
 mod ws_client;

@@ -432,3 +432,45 @@ async fn an_upload_is_published_once_or_abandoned() {
     let all: BTreeSet<_> = expired.iter().map(|u| u.id).collect();
     assert!(!all.contains(&upload.id) && !all.contains(&dropped.id));
 }
+
+#[tokio::test]
+async fn space_settings_are_kept_whole_and_apart() {
+    use filesync::domain::SpaceSettings;
+    let store = backend().await;
+    let meta = &*store.meta;
+    let (space, other) = (new_space(meta, 1).await, new_space(meta, 2).await);
+    assert_eq!(
+        meta.space_settings(space).await.unwrap(),
+        Some(SpaceSettings::default())
+    );
+    assert_eq!(meta.space_settings(SpaceId::new()).await.unwrap(), None);
+    let settings =
+        SpaceSettings::parse(Some(5), vec!["image/*".into()], vec!["png".into()]).unwrap();
+    meta.set_space_settings(space, settings.clone())
+        .await
+        .unwrap();
+    assert_eq!(meta.space_settings(space).await.unwrap(), Some(settings));
+    assert_eq!(
+        meta.space_settings(other).await.unwrap(),
+        Some(SpaceSettings::default())
+    );
+    // A publish (which moves the space's seq) keeps them.
+    meta.publish(change(space, FileId::new(), None, "a.png", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.space_settings(space)
+            .await
+            .unwrap()
+            .unwrap()
+            .max_file_size,
+        Some(5)
+    );
+    let missing = meta
+        .set_space_settings(SpaceId::new(), SpaceSettings::default())
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NoSuchSpace)),
+        "{missing:?}"
+    );
+}

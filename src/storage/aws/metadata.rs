@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use super::items::{self, Attrs, Item, key, n, s};
 use crate::domain::{
     Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
-    UploadId, UploadState, UserId, VersionRecord,
+    SpaceSettings, UploadId, UploadState, UserId, VersionRecord,
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, RequestCounter, Space, StoreError};
 
@@ -442,6 +442,50 @@ impl MetadataStore for DynamoMetadata {
             .as_ref()
             .map(items::space_from)
             .transpose()
+    }
+
+    async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError> {
+        let Some(item) = self
+            .get(key(items::space_pk(space), items::SPACE_SK))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match item.get("settings") {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(json)) => serde_json::from_str(json)
+                .map(Some)
+                .map_err(|e| StoreError::Other(anyhow::Error::new(e).context("space settings"))),
+            _ => Ok(Some(SpaceSettings::default())),
+        }
+    }
+
+    async fn set_space_settings(
+        &self,
+        space: SpaceId,
+        settings: SpaceSettings,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&settings).map_err(|e| StoreError::Other(e.into()))?;
+        self.requests.dynamodb("UpdateItem");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(items::space_pk(space), items::SPACE_SK)))
+            .update_expression("SET settings = :settings")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":settings", s(&json))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NoSuchSpace)
+            }
+            Err(e) => Err(aws_error(e)),
+        }
     }
 
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {

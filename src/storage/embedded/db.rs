@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -162,21 +162,24 @@ fn start_checkpointer(path: &Path) -> anyhow::Result<mpsc::Sender<()>> {
     Ok(stop)
 }
 
-/// Creates the schema in a new database; refuses a database from a newer release.
+/// Brings the schema up to date, one version at a time (a new database goes through
+/// every step, so each step runs in every test); refuses a database from a newer release.
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match version {
-        0 => {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(include_str!("schema.sql"))?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        newer => anyhow::bail!(
-            "database schema version {newer} is newer than this release understands \
-             ({SCHEMA_VERSION}); upgrade filesync"
-        ),
+    loop {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let step = match version {
+            0 => include_str!("schema.sql"),
+            // 2: per-space settings (JSON).
+            1 => "ALTER TABLE spaces ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';",
+            SCHEMA_VERSION => return Ok(()),
+            newer => anyhow::bail!(
+                "database schema version {newer} is newer than this release understands \
+                 ({SCHEMA_VERSION}); upgrade filesync"
+            ),
+        };
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
     }
 }

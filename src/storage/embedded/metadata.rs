@@ -10,7 +10,7 @@ use super::rows::{
 };
 use crate::domain::{
     Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
-    UploadId, UploadState, UserId, VersionRecord,
+    SpaceSettings, UploadId, UploadState, UserId, VersionRecord,
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, Space, StoreError};
 
@@ -55,6 +55,36 @@ impl MetadataStore for Db {
                 .and_then(|mut s| s.query_row([id.to_string()], rows::space).optional())
                 .map_err(internal)
         })
+    }
+
+    async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError> {
+        let json: Option<String> = self.lookup(move |conn| {
+            conn.prepare_cached("SELECT settings FROM spaces WHERE id = ?1")
+                .and_then(|mut s| s.query_row([space.to_string()], |r| r.get(0)).optional())
+                .map_err(internal)
+        })?;
+        json.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Other(e.into())))
+            .transpose()
+    }
+
+    async fn set_space_settings(
+        &self,
+        space: SpaceId,
+        settings: SpaceSettings,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&settings).map_err(|e| StoreError::Other(e.into()))?;
+        self.writer
+            .write(move |conn, _| {
+                let changed = conn
+                    .prepare_cached("UPDATE spaces SET settings = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![space.to_string(), json]))
+                    .map_err(internal)?;
+                if changed == 0 {
+                    return Err(StoreError::NoSuchSpace);
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
