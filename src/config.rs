@@ -193,6 +193,8 @@ pub struct UploadSettings {
     pub max_file_size: u64,
     /// Largest file accepted inline through the GraphQL multipart `uploadFile`.
     pub inline_max_bytes: u64,
+    /// Uploads one user may have begun and not yet committed, cancelled or let expire.
+    pub max_pending_per_user: usize,
     /// How long download URLs stay valid.
     #[serde(with = "humantime_serde")]
     pub download_ttl: Duration,
@@ -206,6 +208,7 @@ impl Default for UploadSettings {
             sweep_interval: Duration::from_secs(60),
             max_file_size: 64 * 1024 * 1024 * 1024,
             inline_max_bytes: 8 * 1024 * 1024,
+            max_pending_per_user: 1000,
             download_ttl: Duration::from_secs(900),
         }
     }

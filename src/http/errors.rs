@@ -19,6 +19,7 @@ fn status_of(error: &Error) -> StatusCode {
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::UploadExpired(_) | Error::CursorExpired => StatusCode::GONE,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::SlowSubscriber(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

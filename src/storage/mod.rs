@@ -160,6 +160,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError>;
     async fn upload(&self, id: UploadId) -> Result<Option<PendingUpload>, StoreError>;
+    /// How many of `user`'s uploads are pending and not yet expired at `now` (may lag a
+    /// little behind on backends whose index is eventually consistent).
+    async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError>;
     /// Moves a pending upload to `ABANDONED`; `false` if it was not pending.
     async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError>;
     /// Pending uploads whose expiry is before `now`, oldest first.

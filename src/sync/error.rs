@@ -34,6 +34,9 @@ pub enum Error {
     SlowSubscriber(usize),
     #[error("the server is shutting down; subscribe again with the cursor of the last event")]
     ShuttingDown,
+    /// A per-user limit is reached; the message says which and what frees it.
+    #[error("{0}")]
+    RateLimited(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -69,6 +72,7 @@ impl Error {
             Error::CursorExpired => "CURSOR_EXPIRED",
             Error::SlowSubscriber(_) => "SLOW_SUBSCRIBER",
             Error::ShuttingDown => "SHUTTING_DOWN",
+            Error::RateLimited(_) => "RATE_LIMITED",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -36,6 +36,8 @@ pub struct Limits {
     pub download_ttl: Duration,
     pub max_file_size: u64,
     pub inline_max_bytes: u64,
+    /// Uploads one user may have pending at once.
+    pub max_pending_per_user: usize,
     pub max_page_size: usize,
     pub default_page_size: usize,
     /// Changes a live subscriber may have waiting before it is closed as too slow.
@@ -50,6 +52,7 @@ impl Limits {
             download_ttl: settings.uploads.download_ttl,
             max_file_size: settings.uploads.max_file_size,
             inline_max_bytes: settings.uploads.inline_max_bytes,
+            max_pending_per_user: settings.uploads.max_pending_per_user,
             max_page_size: settings.graphql.max_page_size,
             default_page_size: settings.graphql.default_page_size,
             subscriber_buffer: settings.subscriptions.buffer,

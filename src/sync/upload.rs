@@ -203,6 +203,19 @@ impl SyncService {
         let metadata = input.metadata.map(Metadata::parse).transpose()?;
         self.check_space_accepts(input.space_id, &name, content_type.as_deref(), size)
             .await?;
+        let limit = self.inner.limits.max_pending_per_user;
+        if self
+            .inner
+            .store
+            .meta
+            .pending_uploads_of(user, now())
+            .await?
+            >= limit
+        {
+            return Err(Error::RateLimited(format!(
+                "you have {limit} uploads pending; commit or cancel some before beginning more"
+            )));
+        }
 
         let meta = &self.inner.store.meta;
         let (file_id, base_version, metadata) = match input.file_id {

@@ -235,3 +235,41 @@ async fn responses_carry_security_headers_and_cors_only_when_configured() {
     let res = preflight(app.base.clone(), "https://evil.example.com").await;
     assert!(res.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_user_has_a_bounded_number_of_uploads_pending() {
+    let app = spawn_app_with(|s| s.uploads.max_pending_per_user = 2).await;
+    let space = app.create_space("alice", "Team").await;
+    let first = app
+        .begin_upload("alice", &space, "1.txt", b"one", json!({}))
+        .await;
+    let _second = app
+        .begin_upload("alice", &space, "2.txt", b"two", json!({}))
+        .await;
+    let input = |name: &str| {
+        json!({ "spaceId": space, "name": name, "size": 5,
+                "sha256": crate::helpers::sha256_hex(b"three") })
+    };
+    let refused = app.begin_upload_raw("alice", input("3.txt")).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    let other = app.create_space("bob", "Other").await;
+    app.begin_upload("bob", &other, "b.txt", b"bob", json!({}))
+        .await;
+
+    // Publishing one frees its place.
+    let res = app.put_bytes(&first, b"one".to_vec()).await;
+    assert_eq!(res.status(), 200);
+    app.commit("alice", &first).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = app.begin_upload_raw("alice", input("3.txt")).await;
+        if body.get("errors").is_none() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

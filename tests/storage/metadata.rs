@@ -429,6 +429,20 @@ async fn an_upload_is_published_once_or_abandoned() {
         [7_000, 8_000, 9_000]
     );
     assert_eq!(meta.expired_uploads(10_000, 2).await.unwrap().len(), 2);
+    // Pending and unexpired, per author: the two of the four still pending after 8,500.
+    assert_eq!(
+        meta.pending_uploads_of(&user("alice"), 8_500)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        meta.pending_uploads_of(&user("alice"), 30_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(meta.pending_uploads_of(&user("bob"), 0).await.unwrap(), 0);
     let all: BTreeSet<_> = expired.iter().map(|u| u.id).collect();
     assert!(!all.contains(&upload.id) && !all.contains(&dropped.id));
 }

@@ -337,10 +337,14 @@ pub fn upload_item(u: &PendingUpload) -> Attrs {
     if u.state == UploadState::Pending {
         attrs.insert("pending_shard".into(), s(pending_shard(u.id)));
         attrs.insert("pending_expiry".into(), n(u.expires_at));
+        attrs.insert("pending_author".into(), s(u.author.as_str()));
     }
     attrs.insert("ttl".into(), n(u.expires_at / 1000 + UPLOAD_RETENTION_SECS));
     attrs
 }
+
+/// The index of a user's pending uploads (keys only: they are only counted).
+pub const PENDING_BY_AUTHOR_INDEX: &str = "pending-by-author";
 
 pub fn pending_shard(id: UploadId) -> String {
     format!("P{}", id.as_uuid().as_u128() % u128::from(PENDING_SHARDS))

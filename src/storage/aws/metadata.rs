@@ -318,7 +318,7 @@ impl DynamoMetadata {
                     .update(self.update(
                         key(items::upload_pk(upload), items::UPLOAD_SK),
                         "SET #state = :committed, committed_version = :v \
-                         REMOVE pending_shard, pending_expiry",
+                         REMOVE pending_shard, pending_expiry, pending_author",
                         "#state = :pending",
                         HashMap::from([
                             (":committed".into(), s("COMMITTED")),
@@ -800,6 +800,34 @@ impl MetadataStore for DynamoMetadata {
             .transpose()
     }
 
+    async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError> {
+        // The index is eventually consistent: a count that lags by an upload or two is
+        // good enough for an abuse limit.
+        let mut count = 0usize;
+        let mut start = None;
+        loop {
+            self.requests.dynamodb("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(items::PENDING_BY_AUTHOR_INDEX)
+                .key_condition_expression("pending_author = :u AND pending_expiry > :now")
+                .expression_attribute_values(":u", s(user.as_str()))
+                .expression_attribute_values(":now", n(now))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            count += usize::try_from(out.count).unwrap_or(0);
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
         self.requests.dynamodb("UpdateItem");
         let result = self
@@ -807,7 +835,9 @@ impl MetadataStore for DynamoMetadata {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
-            .update_expression("SET #state = :abandoned REMOVE pending_shard, pending_expiry")
+            .update_expression(
+                "SET #state = :abandoned REMOVE pending_shard, pending_expiry, pending_author",
+            )
             .condition_expression("#state = :pending")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":abandoned", s("ABANDONED"))

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -171,6 +171,11 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             0 => include_str!("schema.sql"),
             // 2: per-space settings (JSON).
             1 => "ALTER TABLE spaces ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';",
+            // 3: a user's pending uploads, counted against the per-user limit.
+            2 => {
+                "CREATE INDEX uploads_pending_by_author ON uploads(author, expires_at) \
+                  WHERE state = 'PENDING';"
+            }
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(
                 "database schema version {newer} is newer than this release understands \

@@ -404,6 +404,19 @@ impl MetadataStore for Db {
         })
     }
 
+    async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError> {
+        let user = user.clone();
+        self.lookup(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM uploads \
+                 WHERE author = ?1 AND state = 'PENDING' AND expires_at > ?2",
+            )
+            .and_then(|mut s| s.query_row(params![user.as_str(), now], |r| r.get::<_, i64>(0)))
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(internal)
+        })
+    }
+
     async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
         self.writer
             .write(move |conn, _| {
