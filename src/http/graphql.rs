@@ -20,6 +20,13 @@ pub(super) async fn graphql_handler(
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
+    if method == Method::POST && !is_graphql_body(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_INPUT",
+            "send GraphQL requests as application/json (or multipart/form-data for uploads)",
+        );
+    }
     let mut request = match request {
         Ok(request) => request.into_inner(),
         Err(rejection) => return rejected(rejection.0, state.max_request_bytes),
@@ -101,6 +108,21 @@ fn is_length_limit(e: &std::io::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Whether a POST body is of a type GraphQL requests come in: JSON, or the multipart
+/// request of the upload spec.
+fn is_graphql_body(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    ["application/json", "application/graphql-request+json", "multipart/form-data"]
+        .iter()
+        .any(|allowed| essence.eq_ignore_ascii_case(allowed))
 }
 
 /// Whether the operation the request would run is a mutation.
