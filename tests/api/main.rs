@@ -4,6 +4,7 @@
 mod access;
 #[path = "../common/aws_stack.rs"]
 mod aws_stack;
+mod bad_input;
 mod changes;
 mod cli;
 mod concurrency;
