@@ -120,9 +120,13 @@ fn is_graphql_body(headers: &HeaderMap) -> bool {
         return false;
     };
     let essence = content_type.split(';').next().unwrap_or_default().trim();
-    ["application/json", "application/graphql-request+json", "multipart/form-data"]
-        .iter()
-        .any(|allowed| essence.eq_ignore_ascii_case(allowed))
+    [
+        "application/json",
+        "application/graphql-request+json",
+        "multipart/form-data",
+    ]
+    .iter()
+    .any(|allowed| essence.eq_ignore_ascii_case(allowed))
 }
 
 /// Whether the operation the request would run is a mutation.
