@@ -316,8 +316,10 @@ fn start_server_with(
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("FILESYNC_LOG__FILTER", "warn")
-        // Load generation is one user at thousands of mutations per second.
+        // The load is one user: thousands of mutations per second, and (in the memory
+        // runs) 10,000 websockets.
         .env("FILESYNC_LIMITS__MUTATIONS_PER_SECOND", "0")
+        .env("FILESYNC_LIMITS__WEBSOCKETS_PER_USER", "1000000")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
