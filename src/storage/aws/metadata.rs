@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     CancellationReason, Delete, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
@@ -64,6 +65,21 @@ impl DynamoMetadata {
             .await
             .map_err(aws_error)?;
         Ok(out.item)
+    }
+
+    /// Sends a conditional `UpdateItem`; `false` when its condition did not hold.
+    async fn update_if(&self, request: UpdateItemFluentBuilder) -> Result<bool, StoreError> {
+        self.requests.dynamodb("UpdateItem");
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(aws_error(e)),
+        }
     }
 
     /// Items of partition `pk` with sort keys in `[lo, hi]`, in order, at most `limit`,
@@ -465,26 +481,21 @@ impl MetadataStore for DynamoMetadata {
         settings: SpaceSettings,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(&settings).map_err(|e| StoreError::Other(e.into()))?;
-        self.requests.dynamodb("UpdateItem");
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(items::space_pk(space), items::SPACE_SK)))
-            .update_expression("SET settings = :settings")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":settings", s(&json))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::NoSuchSpace)
-            }
-            Err(e) => Err(aws_error(e)),
+        let exists = self
+            .update_if(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(items::space_pk(space), items::SPACE_SK)))
+                    .update_expression("SET settings = :settings")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":settings", s(&json)),
+            )
+            .await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::NoSuchSpace)
         }
     }
 
@@ -829,31 +840,20 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
-        self.requests.dynamodb("UpdateItem");
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
-            .update_expression(
-                "SET #state = :abandoned REMOVE pending_shard, pending_expiry, pending_author",
-            )
-            .condition_expression("#state = :pending")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":abandoned", s("ABANDONED"))
-            .expression_attribute_values(":pending", s("PENDING"))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(aws_error(e)),
-        }
+        self.update_if(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
+                .update_expression(
+                    "SET #state = :abandoned REMOVE pending_shard, pending_expiry, pending_author",
+                )
+                .condition_expression("#state = :pending")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":abandoned", s("ABANDONED"))
+                .expression_attribute_values(":pending", s("PENDING")),
+        )
+        .await
     }
 
     async fn expired_uploads(
