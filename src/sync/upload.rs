@@ -129,7 +129,7 @@ impl SyncService {
                 info.size, upload.size
             )));
         }
-        let commit = self.commit_locked(id).await;
+        let commit = self.commit_pending(upload).await;
         Ok(ReceivedUpload {
             upload_id: id,
             commit,
@@ -143,17 +143,18 @@ impl SyncService {
         id: UploadId,
         token: &str,
     ) -> Result<FileRecord> {
-        self.check_token(id, token).await?;
         let _guard = self.inner.upload_locks.lock(id).await;
-        self.commit_locked(id).await
+        let upload = self.pending(id).await?;
+        check_token(&upload, token)?;
+        self.commit_pending(upload).await
     }
 
     /// `cancelUpload`: abandons a pending upload and deletes its bytes at once. `false`
     /// when it was already abandoned.
     pub async fn cancel_upload(&self, _user: &UserId, id: UploadId, token: &str) -> Result<bool> {
-        self.check_token(id, token).await?;
         let _guard = self.inner.upload_locks.lock(id).await;
         let upload = self.pending(id).await?;
+        check_token(&upload, token)?;
         match upload.state {
             UploadState::Committed => Err(Error::bad_input("the upload is already committed")),
             UploadState::Abandoned => Ok(false),
@@ -289,6 +290,12 @@ impl SyncService {
     /// Verifies the object and publishes it. The caller holds the upload's lock.
     pub(super) async fn commit_locked(&self, id: UploadId) -> Result<FileRecord> {
         let upload = self.pending(id).await?;
+        self.commit_pending(upload).await
+    }
+
+    /// [`Self::commit_locked`] with the upload as just read under its lock.
+    async fn commit_pending(&self, upload: PendingUpload) -> Result<FileRecord> {
+        let id = upload.id;
         if upload.state == UploadState::Committed {
             return self.committed_result(&upload).await;
         }
@@ -387,16 +394,6 @@ impl SyncService {
             .await?
             .ok_or(Error::NotFound("upload"))
     }
-
-    async fn check_token(&self, id: UploadId, token: &str) -> Result<()> {
-        let upload = self.pending(id).await?;
-        // Comparing digests rather than tokens keeps the comparison's timing independent
-        // of how much of the secret a guess got right.
-        if token_hash(token) != upload.token_hash {
-            return Err(Error::forbidden("the upload token does not match"));
-        }
-        Ok(())
-    }
 }
 
 /// `UPLOAD_EXPIRED` for an upload that was abandoned or is past its expiry.
@@ -410,6 +407,16 @@ fn refuse_if_abandoned(upload: &PendingUpload) -> Result<()> {
         }
         UploadState::Pending | UploadState::Committed => Ok(()),
     }
+}
+
+/// Refuses a token other than the one the upload was begun with.
+fn check_token(upload: &PendingUpload, token: &str) -> Result<()> {
+    // Comparing digests rather than tokens keeps the comparison's timing independent of
+    // how much of the secret a guess got right.
+    if token_hash(token) != upload.token_hash {
+        return Err(Error::forbidden("the upload token does not match"));
+    }
+    Ok(())
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
