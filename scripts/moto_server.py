@@ -5,7 +5,10 @@ moto's server handles requests on threads, but its DynamoDB backend is not threa
 fails, puts the snapshot back, which erases any write another thread made meanwhile, and a
 reader can see a transaction half applied. Real DynamoDB isolates transactions, so the
 tests need the emulator to as well: every DynamoDB and DynamoDB Streams backend call here
-takes one lock. Everything else (S3, SQS long polls, CloudFormation) stays concurrent.
+takes one lock. Everything else (S3, SQS long polls, CloudFormation) stays concurrent,
+except that SQS queues are created, deleted and listed one at a time: creating a queue
+with a redrive policy walks the dict of all queues, which a concurrent creation (two
+stacks deployed at once) changes under it.
 
 Also, moto keeps every shard iterator ever handed out, and each holds the table it was made
 for; a cancelled transaction replaces the table with its snapshot, so every iterator made
@@ -26,6 +29,7 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.server import main
+from moto.sqs.models import SQSBackend
 
 LOCK = threading.RLock()
 
@@ -43,6 +47,16 @@ def serialised(method):
 
     return locked
 
+
+QUEUES_LOCK = threading.Lock()
+for name in ("create_queue", "delete_queue", "list_queues"):
+    original = getattr(SQSBackend, name)
+
+    def queues_locked(*args, _original=original, **kwargs):
+        with QUEUES_LOCK:
+            return _original(*args, **kwargs)
+
+    setattr(SQSBackend, name, functools.wraps(original)(queues_locked))
 
 for backend in (DynamoDBBackend, DynamoDBStreamsBackend):
     for name, member in list(vars(backend).items()):
