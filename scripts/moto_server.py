@@ -15,6 +15,9 @@ for; a cancelled transaction replaces the table with its snapshot, so every iter
 before then pins a whole copy of the table. Here an iterator is forgotten once `GetRecords` has used it (the
 consumer never reuses one; `GetRecords` hands out the next), and it reads the table's
 current shard. With the lock, a reader never sees a cancelled transaction's records.
+
+And S3's DeleteObjectTagging of a key that does not exist answers 404 NoSuchKey, as S3
+does (moto fails with a 500, which the SDK retries for seconds).
 """
 
 import copy
@@ -28,6 +31,8 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
+from moto.s3.exceptions import MissingKey
+from moto.s3.models import S3Backend
 from moto.server import main
 from moto.sqs.models import SQSBackend
 
@@ -150,6 +155,17 @@ StreamShard.__deepcopy__ = lambda self, memo: self
 original_transact = DynamoDBBackend.transact_write_items
 DynamoDBBackend.transact_write_items = serialised(transact_write_items)
 dynamodb_models.copy = ItemSnapshots
+
+original_delete_tagging = S3Backend.delete_object_tagging
+
+
+def delete_object_tagging(self, bucket_name, key_name, version_id=None):
+    if self.get_object(bucket_name, key_name, version_id=version_id) is None:
+        raise MissingKey(key=key_name)
+    return original_delete_tagging(self, bucket_name, key_name, version_id=version_id)
+
+
+S3Backend.delete_object_tagging = delete_object_tagging
 
 if __name__ == "__main__":
     main()

@@ -200,6 +200,20 @@ pub struct Change {
     pub kind: ChangeKind,
     pub actor: UserId,
     pub file: FileRecord,
+    /// The space's membership epoch when the change was committed (see
+    /// `MetadataStore::membership`): a subscriber whose membership was confirmed at a
+    /// lower epoch is checked again before it is sent this change.
+    pub members_epoch: u64,
+}
+
+/// How many changes at the start of `log` follow seq `after` without a gap (`after + 1`,
+/// `after + 2`, ...). A space's seqs have no gaps, so a read of its commit log that shows
+/// one missed a change (a read that is not a snapshot): what comes after is not used.
+pub fn contiguous_len(after: u64, log: &[Change]) -> usize {
+    log.iter()
+        .zip(after.saturating_add(1)..)
+        .take_while(|(c, seq)| c.file.seq == *seq)
+        .count()
 }
 
 /// One immutable, committed version of a file. Each is one change of its space.

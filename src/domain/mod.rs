@@ -14,6 +14,7 @@ mod upload;
 pub use cursor::{Cursor, CursorError};
 pub use file::{
     Change, ChangeKind, Content, FileRecord, Metadata, MetadataEntry, Sha256, Size, VersionRecord,
+    contiguous_len,
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
 pub use name::{FileName, SpaceName};

@@ -96,6 +96,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The spaces `user` belongs to, with the user's role, ordered by creation time.
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError>;
     async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
+    /// `user`'s role in `space` together with the space's membership epoch: a counter
+    /// that every membership change increments, in the same atomic write. The role read
+    /// is no older than the epoch returned, so a change committed at a higher epoch
+    /// (`Change::members_epoch`) came after a membership change this role may not
+    /// reflect. `None` for the epoch when there is no such space.
+    async fn membership(
+        &self,
+        space: SpaceId,
+        user: &UserId,
+    ) -> Result<(Option<Role>, Option<u64>), StoreError>;
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError>;
     /// The space's settings (defaults until an owner sets them); `None` if no such space.
     async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError>;
@@ -163,14 +173,22 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// How many of `user`'s uploads are pending and not yet expired at `now` (may lag a
     /// little behind on backends whose index is eventually consistent).
     async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError>;
-    /// Moves a pending upload to `ABANDONED`; `false` if it was not pending.
-    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError>;
-    /// Pending uploads whose expiry is before `now`, oldest first.
-    async fn expired_uploads(
+    /// Moves a pending upload to `ABANDONED`; `false` if it was not pending (committed or
+    /// abandoned meanwhile, perhaps by another replica: only the winner removes content).
+    /// The abandoned upload stays on the sweeper's list ([`Self::uploads_to_sweep`]) from
+    /// `purge_at` on, until [`Self::upload_purged`] says its content is gone for good: a
+    /// crash or a failed delete after the abandon never leaks the object.
+    async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError>;
+    /// What the sweeper must finish, oldest first: pending uploads whose expiry is before
+    /// `now`, and abandoned ones whose content is due for removal (`purge_at` before `now`).
+    async fn uploads_to_sweep(
         &self,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<PendingUpload>, StoreError>;
+    /// The content of an abandoned upload is removed and no URL can write it again: it
+    /// leaves the sweeper's list.
+    async fn upload_purged(&self, id: UploadId) -> Result<(), StoreError>;
 
     /// Publishes one change atomically (see [`Publish`]). Fails with
     /// [`StoreError::Conflict`] when the file's current version is not `base_version`,
@@ -275,7 +293,8 @@ pub trait BlobStore: Send + Sync + 'static {
         range: Option<RangeRequest>,
     ) -> Result<Option<BlobRead>, BlobError>;
     /// Marks an object as belonging to a committed version (S3: removes `Status=Pending`).
-    async fn mark_committed(&self, key: &str) -> Result<(), BlobError>;
+    /// Idempotent; `false` when there is no such object.
+    async fn mark_committed(&self, key: &str) -> Result<bool, BlobError>;
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
 }
 

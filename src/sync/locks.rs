@@ -26,6 +26,26 @@ pub(super) struct UploadGuard<'a> {
 }
 
 impl UploadLocks {
+    /// The upload's lock, or `None` when someone holds it now (work that can wait, such
+    /// as the sweeper, never queues behind a slow upload body).
+    pub(super) fn try_lock(&self, id: UploadId) -> Option<UploadGuard<'_>> {
+        let lock = self
+            .locks
+            .lock()
+            .expect("upload locks poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
+        let guard = lock.try_lock_owned().ok();
+        // Built even on failure, so that its drop forgets an entry nobody else uses.
+        let guard = UploadGuard {
+            owner: self,
+            id,
+            guard,
+        };
+        guard.guard.is_some().then_some(guard)
+    }
+
     pub(super) async fn lock(&self, id: UploadId) -> UploadGuard<'_> {
         let lock = self
             .locks

@@ -18,6 +18,8 @@ mod read;
 mod spaces;
 mod storage_events;
 mod sweeper;
+#[cfg(test)]
+mod testing;
 mod upload;
 
 pub use error::Error;

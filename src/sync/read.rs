@@ -81,18 +81,30 @@ impl SyncService {
             None => 0,
         };
         let limit = self.page_size(limit, "limit")?;
+        // The head first: every change up to it is committed before the listing starts,
+        // so the listing shows each file changed up to the head, at its latest seq (or at
+        // a later one). A store whose reads are not snapshots (DynamoDB) may show a
+        // change above the head while missing one below it: the page stops at the head,
+        // and its cursor never passes a change the client has not been given.
+        let head = self.head_seq(space).await?;
+        refuse_future_cursor(since, head)?;
         let mut files = self
             .inner
             .store
             .meta
             .changes(space, since, limit + 1)
             .await?;
-        let has_more = files.len() > limit;
+        let mut has_more = files.len() > limit;
         files.truncate(limit);
-        let next = files.last().map_or(since, |f| f.seq);
-        if files.is_empty() && since > 0 {
-            refuse_future_cursor(since, self.head_seq(space).await?)?;
+        if let Some(past) = files.iter().position(|f| f.seq > head) {
+            files.truncate(past);
+            has_more = true;
         }
+        let next = if has_more {
+            files.last().map_or(since, |f| f.seq)
+        } else {
+            head
+        };
         Ok(ChangePage {
             files,
             next_cursor: Cursor::new(space, next),

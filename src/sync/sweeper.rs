@@ -21,7 +21,7 @@ impl SyncService {
                 _ = ticker.tick() => {}
             }
             loop {
-                match self.sweep_expired_uploads(SWEEP_BATCH).await {
+                match self.sweep_uploads(SWEEP_BATCH).await {
                     Ok(n) if n > 0 => {
                         tracing::info!(swept = n, "abandoned expired uploads");
                         if n < SWEEP_BATCH {

@@ -111,7 +111,7 @@ impl SyncService {
         // Bytes are taken only for a pending upload: a committed object is never replaced,
         // and bytes for an abandoned one would be stored where no sweeper looks.
         if upload.state == UploadState::Committed {
-            return Err(Error::bad_input("the upload is already committed"));
+            return Err(already_committed());
         }
         refuse_if_abandoned(&upload)?;
         if upload.content_type.is_some() && content_type != upload.content_type {
@@ -150,34 +150,87 @@ impl SyncService {
     }
 
     /// `cancelUpload`: abandons a pending upload and deletes its bytes at once. `false`
-    /// when it was already abandoned.
+    /// when it was already abandoned; `BAD_INPUT` when it is committed, even when the
+    /// commit won the race on another replica a moment ago (its bytes are then left alone).
     pub async fn cancel_upload(&self, _user: &UserId, id: UploadId, token: &str) -> Result<bool> {
         let _guard = self.inner.upload_locks.lock(id).await;
         let upload = self.pending(id).await?;
         check_token(&upload, token)?;
         match upload.state {
-            UploadState::Committed => Err(Error::bad_input("the upload is already committed")),
+            UploadState::Committed => Err(already_committed()),
             UploadState::Abandoned => Ok(false),
             UploadState::Pending => {
-                let abandoned = self.inner.store.meta.abandon_upload(id).await?;
-                self.inner.store.blobs.delete(&upload.blob_key).await?;
-                Ok(abandoned)
+                let purge_at = self.last_write_at(&upload);
+                if !self.inner.store.meta.abandon_upload(id, purge_at).await? {
+                    // Another replica (or the storage event) committed or abandoned it
+                    // between our read and the conditional write: the content is not
+                    // ours to delete.
+                    return match self.pending(id).await?.state {
+                        UploadState::Committed => Err(already_committed()),
+                        _ => Ok(false),
+                    };
+                }
+                self.purge(&upload, purge_at).await;
+                Ok(true)
             }
         }
     }
 
-    /// Abandons up to `limit` expired uploads and deletes their bytes; returns how many.
-    pub async fn sweep_expired_uploads(&self, limit: usize) -> Result<usize> {
-        let expired = self.inner.store.meta.expired_uploads(now(), limit).await?;
+    /// Finishes up to `limit` uploads on the sweeper's list: expired pending ones are
+    /// abandoned, and every abandoned one whose content is due for removal has it
+    /// deleted. Returns how many were handled. An upload that is busy (its bytes are
+    /// arriving, or it is being committed) is skipped until the next sweep.
+    pub async fn sweep_uploads(&self, limit: usize) -> Result<usize> {
+        let due = self.inner.store.meta.uploads_to_sweep(now(), limit).await?;
         let mut swept = 0;
-        for upload in expired {
-            let _guard = self.inner.upload_locks.lock(upload.id).await;
-            if self.inner.store.meta.abandon_upload(upload.id).await? {
-                self.inner.store.blobs.delete(&upload.blob_key).await?;
+        for upload in due {
+            let Some(_guard) = self.inner.upload_locks.try_lock(upload.id) else {
+                continue;
+            };
+            let abandoned = match upload.state {
+                UploadState::Pending => {
+                    let purge_at = self.last_write_at(&upload).min(now());
+                    self.inner
+                        .store
+                        .meta
+                        .abandon_upload(upload.id, purge_at)
+                        .await?
+                }
+                UploadState::Abandoned => true,
+                UploadState::Committed => false,
+            };
+            if abandoned && self.purge(&upload, now()).await {
                 swept += 1;
             }
         }
         Ok(swept)
+    }
+
+    /// Deletes an abandoned upload's content. Once no URL can write it again
+    /// (`purge_at`), the upload leaves the sweeper's list; until then, or when the
+    /// delete fails, the sweeper deletes it (again) later. `true` when the content is
+    /// gone for good.
+    async fn purge(&self, upload: &PendingUpload, purge_at: Millis) -> bool {
+        if let Err(e) = self.inner.store.blobs.delete(&upload.blob_key).await {
+            tracing::warn!(upload = %upload.id, error = ?e, "cannot delete an abandoned upload's content; the sweeper retries");
+            return false;
+        }
+        if now() < purge_at {
+            return false;
+        }
+        match self.inner.store.meta.upload_purged(upload.id).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(upload = %upload.id, error = ?e, "cannot record a purge; the sweeper retries");
+                false
+            }
+        }
+    }
+
+    /// When the last URL that can write an upload's content expires: a PUT sent through
+    /// it after a cancel stores bytes that must be removed again.
+    fn last_write_at(&self, upload: &PendingUpload) -> Millis {
+        (upload.created_at + millis(self.inner.limits.url_ttl)).min(upload.expires_at)
     }
 
     /// Validates `beginUpload` input and builds the pending upload (not yet stored).
@@ -297,6 +350,19 @@ impl SyncService {
     async fn commit_pending(&self, upload: PendingUpload) -> Result<FileRecord> {
         let id = upload.id;
         if upload.state == UploadState::Committed {
+            // A PUT repeated after the commit (its first response lost) may have tagged
+            // the object as pending again: untag it, whoever asks (the client's repeated
+            // commit, or the storage event of that PUT), so the lifecycle rule never
+            // expires committed content.
+            if !self
+                .inner
+                .store
+                .blobs
+                .mark_committed(&upload.blob_key)
+                .await?
+            {
+                tracing::error!(upload = %id, key = %upload.blob_key, "a committed upload's content is missing");
+            }
             return self.committed_result(&upload).await;
         }
         refuse_if_abandoned(&upload)?;
@@ -329,7 +395,14 @@ impl SyncService {
         .await?;
         // Unmark first: if publishing then fails, the upload stays pending and the sweeper
         // deletes the object; the reverse order could expire a committed object.
-        blobs.mark_committed(&upload.blob_key).await?;
+        if !blobs.mark_committed(&upload.blob_key).await? {
+            // The object went after it was checked: a cancel or the sweeper on another
+            // replica abandoned the upload meanwhile.
+            refuse_if_abandoned(&self.pending(id).await?)?;
+            return Err(Error::UploadIncomplete(
+                "the uploaded bytes are gone; send them again".into(),
+            ));
+        }
 
         let change = Publish {
             space_id: upload.space_id,
@@ -394,6 +467,10 @@ impl SyncService {
             .await?
             .ok_or(Error::NotFound("upload"))
     }
+}
+
+fn already_committed() -> Error {
+    Error::bad_input("the upload is already committed")
 }
 
 /// `UPLOAD_EXPIRED` for an upload that was abandoned or is past its expiry.

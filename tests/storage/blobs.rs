@@ -73,9 +73,11 @@ async fn an_object_is_stored_whole_read_by_range_and_deleted() {
         outside.err()
     );
 
-    blobs.mark_committed(&key).await.unwrap();
+    assert!(blobs.mark_committed(&key).await.unwrap());
+    assert!(blobs.mark_committed(&key).await.unwrap(), "idempotent");
     assert_eq!(blobs.head(&key).await.unwrap().unwrap().size, 11);
     blobs.delete(&key).await.unwrap();
+    assert!(!blobs.mark_committed(&key).await.unwrap(), "no such object");
     assert!(blobs.head(&key).await.unwrap().is_none());
     assert!(blobs.get(&key, None).await.unwrap().is_none());
     blobs.delete(&key).await.expect("deleting twice is fine");

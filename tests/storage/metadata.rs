@@ -398,13 +398,16 @@ async fn an_upload_is_published_once_or_abandoned() {
         matches!(again, Err(StoreError::UploadNotPending)),
         "{again:?}"
     );
-    assert!(!meta.abandon_upload(upload.id).await.unwrap());
+    assert!(!meta.abandon_upload(upload.id, 0).await.unwrap());
     assert_eq!(meta.file(file.id).await.unwrap().unwrap().version, 1);
 
     let dropped = pending(space, "v.txt", 6_000);
     meta.create_upload(dropped.clone()).await.unwrap();
-    assert!(meta.abandon_upload(dropped.id).await.unwrap());
-    assert!(!meta.abandon_upload(dropped.id).await.unwrap(), "once");
+    assert!(meta.abandon_upload(dropped.id, 6_500).await.unwrap());
+    assert!(
+        !meta.abandon_upload(dropped.id, 6_500).await.unwrap(),
+        "once"
+    );
     let mut late = change(space, dropped.file_id, None, "v.txt", 2);
     late.upload = Some(dropped.id);
     let refused = meta.publish(late).await;
@@ -415,7 +418,8 @@ async fn an_upload_is_published_once_or_abandoned() {
     assert!(meta.file(dropped.file_id).await.unwrap().is_none());
     assert_eq!(meta.space(space).await.unwrap().unwrap().seq, 1);
 
-    // Expired: only pending uploads, oldest expiry first, up to the limit.
+    // The sweeper's list: expired pending uploads, and the abandoned one whose content
+    // is due for removal (from 6,500 on), oldest expiry first, up to the limit.
     let ids: Vec<_> = [9_000, 7_000, 8_000, 20_000]
         .into_iter()
         .map(|at| pending(space, "w.txt", at))
@@ -423,12 +427,20 @@ async fn an_upload_is_published_once_or_abandoned() {
     for upload in &ids {
         meta.create_upload(upload.clone()).await.unwrap();
     }
-    let expired = meta.expired_uploads(10_000, 10).await.unwrap();
+    let expiries = |due: Vec<PendingUpload>| due.iter().map(|u| u.expires_at).collect::<Vec<_>>();
+    let due = meta.uploads_to_sweep(10_000, 10).await.unwrap();
+    assert_eq!(expiries(due), [6_000, 7_000, 8_000, 9_000]);
+    let early = meta.uploads_to_sweep(6_400, 10).await.unwrap();
+    assert!(early.is_empty(), "not due before its purge time: {early:?}");
+    assert_eq!(meta.uploads_to_sweep(10_000, 2).await.unwrap().len(), 2);
+    // Its content removed for good, the abandoned upload leaves the list.
+    meta.upload_purged(dropped.id).await.unwrap();
+    let due = meta.uploads_to_sweep(10_000, 10).await.unwrap();
+    assert_eq!(expiries(due), [7_000, 8_000, 9_000]);
     assert_eq!(
-        expired.iter().map(|u| u.expires_at).collect::<Vec<_>>(),
-        [7_000, 8_000, 9_000]
+        meta.upload(dropped.id).await.unwrap().unwrap().state,
+        UploadState::Abandoned
     );
-    assert_eq!(meta.expired_uploads(10_000, 2).await.unwrap().len(), 2);
     // Pending and unexpired, per author: the two of the four still pending after 8,500.
     assert_eq!(
         meta.pending_uploads_of(&user("alice"), 8_500)
@@ -443,8 +455,21 @@ async fn an_upload_is_published_once_or_abandoned() {
         0
     );
     assert_eq!(meta.pending_uploads_of(&user("bob"), 0).await.unwrap(), 0);
-    let all: BTreeSet<_> = expired.iter().map(|u| u.id).collect();
-    assert!(!all.contains(&upload.id) && !all.contains(&dropped.id));
+    let all: BTreeSet<_> = meta
+        .uploads_to_sweep(i64::MAX, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert!(
+        !all.contains(&upload.id),
+        "a committed upload is never swept"
+    );
+    assert!(
+        !all.contains(&dropped.id),
+        "a purged upload is not swept again"
+    );
 }
 
 #[tokio::test]

@@ -58,6 +58,8 @@ impl BlobStore for S3Blobs {
         let size = i64::try_from(target.size).map_err(|_| BlobError::TooLarge)?;
         // Length, checksum, type and the pending tag are all signed headers: S3 refuses
         // a body of another length or digest, and the object is tagged from its creation.
+        // `If-None-Match: *` makes the URL write once: a PUT repeated after the commit
+        // (its first response lost) cannot put the pending tag back on committed content.
         let request = self
             .client
             .put_object()
@@ -68,6 +70,7 @@ impl BlobStore for S3Blobs {
             .checksum_sha256(target.sha256.to_base64())
             .set_content_type(target.content_type.map(str::to_owned))
             .tagging(PENDING_TAG)
+            .if_none_match("*")
             .presigned(presigning(target.expires_at)?)
             .await
             .map_err(s3_error)?;
@@ -206,16 +209,21 @@ impl BlobStore for S3Blobs {
         }))
     }
 
-    async fn mark_committed(&self, key: &str) -> Result<(), BlobError> {
+    async fn mark_committed(&self, key: &str) -> Result<bool, BlobError> {
         self.requests.s3("DeleteObjectTagging");
-        self.client
+        match self
+            .client
             .delete_object_tagging()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(s3_error)?;
-        Ok(())
+        {
+            Ok(_) => Ok(true),
+            // The object is gone (a cancel on another replica won the race).
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
+            Err(e) => Err(s3_error(e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

@@ -163,7 +163,13 @@ pub fn space_item(space: &Space, owners: u32) -> Attrs {
     attrs.insert("created_at".into(), n(space.created_at));
     attrs.insert("seq".into(), n(space.seq));
     attrs.insert("owners".into(), n(owners));
+    attrs.insert("members_epoch".into(), n(0));
     attrs
+}
+
+/// The membership epoch of a space item (spaces made before it existed are at 0).
+pub fn members_epoch_of(attrs: &Attrs) -> Result<u64, StoreError> {
+    Ok(Item(attrs).opt_num("members_epoch")?.unwrap_or(0))
 }
 
 pub fn space_from(attrs: &Attrs) -> Result<Space, StoreError> {
@@ -279,11 +285,17 @@ pub fn version_from(attrs: &Attrs) -> Result<VersionRecord, StoreError> {
 
 /// An entry of the space's commit log (`S#space / L#seq`): the version plus what the
 /// file keeps across versions, so that one item is one [`Change`].
-pub fn log_item(v: &VersionRecord, creator: &UserId, created_at: Millis) -> Attrs {
+pub fn log_item(
+    v: &VersionRecord,
+    creator: &UserId,
+    created_at: Millis,
+    members_epoch: u64,
+) -> Attrs {
     let mut attrs = key(space_pk(v.space_id), log_sk(v.seq));
     put_version(&mut attrs, v);
     attrs.insert("creator".into(), s(creator.as_str()));
     attrs.insert("created_at".into(), n(created_at));
+    attrs.insert("members_epoch".into(), n(members_epoch));
     attrs
 }
 
@@ -306,6 +318,7 @@ pub fn change_from(attrs: &Attrs) -> Result<Change, StoreError> {
             deleted: v.deleted,
             seq: v.seq,
         },
+        members_epoch: item.opt_num("members_epoch")?.unwrap_or(0),
     })
 }
 

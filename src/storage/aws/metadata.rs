@@ -202,6 +202,7 @@ impl DynamoMetadata {
             .await?
             .ok_or(StoreError::NoSuchSpace)?;
         let prev_seq: u64 = Item(&space).num("seq")?;
+        let members_epoch = items::members_epoch_of(&space)?;
         let current = self.file(change.file_id).await?;
         let (number, creator, created_at) = match (&current, change.base_version) {
             (None, None) => (1, change.actor.clone(), change.at),
@@ -256,14 +257,26 @@ impl DynamoMetadata {
         let file_id = s(change.file_id.to_string());
         let mut tx = Vec::with_capacity(9);
         // 0: the seq, conditioned on the value read: a writer that took it meanwhile makes
-        // this transaction fail as a whole, so seqs have no gaps and no duplicates.
+        // this transaction fail as a whole, so seqs have no gaps and no duplicates. And on
+        // the membership epoch read, which the log entry records: a membership change
+        // committed meanwhile makes this attempt read again, so a change never carries an
+        // epoch older than a removal that came before it.
+        let epoch_condition = if members_epoch == 0 {
+            "seq = :prev AND (attribute_not_exists(members_epoch) OR members_epoch = :epoch)"
+        } else {
+            "seq = :prev AND members_epoch = :epoch"
+        };
         tx.push(
             TransactWriteItem::builder()
                 .update(self.update(
                     key(space_pk.clone(), items::SPACE_SK),
                     "SET seq = :next",
-                    "seq = :prev",
-                    HashMap::from([(":next".into(), n(seq)), (":prev".into(), n(prev_seq))]),
+                    epoch_condition,
+                    HashMap::from([
+                        (":next".into(), n(seq)),
+                        (":prev".into(), n(prev_seq)),
+                        (":epoch".into(), n(members_epoch)),
+                    ]),
                 ))
                 .build(),
         );
@@ -287,7 +300,7 @@ impl DynamoMetadata {
         let fresh = "attribute_not_exists(pk)";
         tx.push(self.put(items::version_item(&version), Some(fresh), HashMap::new()));
         tx.push(self.put(
-            items::log_item(&version, &creator, created_at),
+            items::log_item(&version, &creator, created_at, members_epoch),
             Some(fresh),
             HashMap::new(),
         ));
@@ -573,6 +586,22 @@ impl MetadataStore for DynamoMetadata {
             .transpose()
     }
 
+    async fn membership(
+        &self,
+        space: SpaceId,
+        user: &UserId,
+    ) -> Result<(Option<Role>, Option<u64>), StoreError> {
+        // The epoch first, then the role: the role read is then no older than the epoch.
+        let Some(space_item) = self
+            .get(key(items::space_pk(space), items::SPACE_SK))
+            .await?
+        else {
+            return Ok((None, None));
+        };
+        let epoch = items::members_epoch_of(&space_item)?;
+        Ok((self.role(space, user).await?, Some(epoch)))
+    }
+
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
         let found = self
             .range(items::space_pk(space), "M#".into(), "M$".into(), usize::MAX)
@@ -653,14 +682,17 @@ impl MetadataStore for DynamoMetadata {
                     .build(),
             };
             let delta: i64 = i64::from(is_owner) - i64::from(was_owner);
+            // The owner count, and the membership epoch every change records.
             let owners_update = TransactWriteItem::builder()
                 .update(self.update(
                     key(items::space_pk(space), items::SPACE_SK),
-                    "SET owners = :new",
+                    "SET owners = :new, members_epoch = if_not_exists(members_epoch, :zero) + :one",
                     "owners = :old",
                     HashMap::from([
                         (":new".into(), n(i64::from(owners) + delta)),
                         (":old".into(), n(owners)),
+                        (":zero".into(), n(0)),
+                        (":one".into(), n(1)),
                     ]),
                 ))
                 .build();
@@ -783,11 +815,26 @@ impl MetadataStore for DynamoMetadata {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Change>, StoreError> {
-        self.after_seq(space, items::log_sk, after_seq, limit)
-            .await?
-            .iter()
-            .map(items::change_from)
-            .collect()
+        // A Query is read-committed, not a snapshot: it can show seq n+1 and miss seq n,
+        // committed just before it, whose item it passed a moment too early. Every seq
+        // up to the last one shown is committed, so the page is cut at its first hole,
+        // and a hole right at its start is read again.
+        for attempt in 0..HOLE_ATTEMPTS {
+            let mut page: Vec<Change> = self
+                .after_seq(space, items::log_sk, after_seq, limit)
+                .await?
+                .iter()
+                .map(items::change_from)
+                .collect::<Result<_, _>>()?;
+            let contiguous = crate::domain::contiguous_len(after_seq, &page);
+            if contiguous > 0 || page.is_empty() || attempt + 1 == HOLE_ATTEMPTS {
+                page.truncate(contiguous);
+                return Ok(page);
+            }
+            tracing::debug!(%space, after_seq, "the commit log shows a hole; reading again");
+            backoff(attempt + 3).await;
+        }
+        unreachable!("the last attempt returns")
     }
 
     async fn create_upload(&self, upload: PendingUpload) -> Result<(), StoreError> {
@@ -839,29 +886,33 @@ impl MetadataStore for DynamoMetadata {
         }
     }
 
-    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
+    async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError> {
+        // The upload stays in the sweeper's index (`pending_shard`, `pending_expiry` =
+        // when its content is due for removal) until its purge is recorded; it leaves the
+        // per-author count at once.
         self.update_if(
             self.client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
                 .update_expression(
-                    "SET #state = :abandoned REMOVE pending_shard, pending_expiry, pending_author",
+                    "SET #state = :abandoned, pending_expiry = :purge REMOVE pending_author",
                 )
                 .condition_expression("#state = :pending")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":abandoned", s("ABANDONED"))
-                .expression_attribute_values(":pending", s("PENDING")),
+                .expression_attribute_values(":pending", s("PENDING"))
+                .expression_attribute_values(":purge", n(purge_at)),
         )
         .await
     }
 
-    async fn expired_uploads(
+    async fn uploads_to_sweep(
         &self,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<PendingUpload>, StoreError> {
-        let mut expired = Vec::new();
+        let mut due = Vec::new();
         for shard in 0..items::PENDING_SHARDS {
             self.requests.dynamodb("Query");
             let out = self
@@ -877,14 +928,29 @@ impl MetadataStore for DynamoMetadata {
                 .await
                 .map_err(aws_error)?;
             for item in out.items.unwrap_or_default() {
-                expired.push(items::upload_from(&item)?);
+                due.push(items::upload_from(&item)?);
             }
         }
-        // The index lags the table a little: keep only what is still pending.
-        expired.retain(|u| u.state == UploadState::Pending);
-        expired.sort_by_key(|u| u.expires_at);
-        expired.truncate(limit);
-        Ok(expired)
+        // The index lags the table a little: a commit may not have left it yet.
+        due.retain(|u| u.state != UploadState::Committed);
+        due.sort_by_key(|u| u.expires_at);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn upload_purged(&self, id: UploadId) -> Result<(), StoreError> {
+        self.update_if(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(items::upload_pk(id), items::UPLOAD_SK)))
+                .update_expression("REMOVE pending_shard, pending_expiry")
+                .condition_expression("#state = :abandoned")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":abandoned", s("ABANDONED")),
+        )
+        .await
+        .map(drop)
     }
 
     async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError> {
@@ -905,6 +971,9 @@ impl MetadataStore for DynamoMetadata {
         self.get(key("PING".into(), "PING")).await.map(drop)
     }
 }
+
+/// Reads of the commit log that start at a hole before the page is returned short.
+const HOLE_ATTEMPTS: u32 = 5;
 
 /// Jittered exponential backoff between attempts, capped at about 100 ms.
 async fn backoff(attempt: u32) {

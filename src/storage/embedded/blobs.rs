@@ -242,9 +242,13 @@ impl BlobStore for LocalBlobStore {
         }))
     }
 
-    async fn mark_committed(&self, key: &str) -> Result<(), BlobError> {
+    async fn mark_committed(&self, key: &str) -> Result<bool, BlobError> {
         // Local objects carry no pending marker: the metadata row is the only record.
-        self.path_of(key).map(|_| ())
+        match fs::metadata(self.path_of(key)?).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot stat blob").into()),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 5;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -175,6 +175,16 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             2 => {
                 "CREATE INDEX uploads_pending_by_author ON uploads(author, expires_at) \
                   WHERE state = 'PENDING';"
+            }
+            // 4: abandoned uploads whose content the sweeper has yet to remove.
+            3 => {
+                "ALTER TABLE uploads ADD COLUMN purge_at INTEGER; \
+                 CREATE INDEX uploads_to_purge ON uploads(purge_at) WHERE purge_at IS NOT NULL;"
+            }
+            // 5: the membership epoch of each space, and of each change when committed.
+            4 => {
+                "ALTER TABLE spaces ADD COLUMN members_epoch INTEGER NOT NULL DEFAULT 0; \
+                 ALTER TABLE versions ADD COLUMN members_epoch INTEGER NOT NULL DEFAULT 0;"
             }
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(

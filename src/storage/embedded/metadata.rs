@@ -116,6 +116,35 @@ impl MetadataStore for Db {
         self.lookup(move |conn| role_in(conn, space, &user))
     }
 
+    async fn membership(
+        &self,
+        space: SpaceId,
+        user: &UserId,
+    ) -> Result<(Option<Role>, Option<u64>), StoreError> {
+        let user = user.clone();
+        self.lookup(move |conn| {
+            // One statement: one snapshot of the epoch and the role.
+            let found: Option<(i64, Option<String>)> = conn
+                .prepare_cached(
+                    "SELECT members_epoch, (SELECT role FROM members m
+                         WHERE m.space_id = spaces.id AND m.user_id = ?2)
+                     FROM spaces WHERE id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![space.to_string(), user.as_str()], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(internal)?;
+            let Some((epoch, role)) = found else {
+                return Ok((None, None));
+            };
+            let role = role.as_deref().map(parse_role).transpose()?;
+            Ok((role, Some(u64::try_from(epoch).unwrap_or(0))))
+        })
+    }
+
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn
@@ -183,6 +212,11 @@ impl MetadataStore for Db {
                         .prepare_cached("DELETE FROM members WHERE space_id = ?1 AND user_id = ?2")
                         .and_then(|mut s| s.execute(params![space.to_string(), user.as_str()])),
                 }
+                .map_err(internal)?;
+                conn.prepare_cached(
+                    "UPDATE spaces SET members_epoch = members_epoch + 1 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute([space.to_string()]))
                 .map_err(internal)?;
                 notices.push(Notice::MembershipChanged {
                     space_id: space,
@@ -417,30 +451,35 @@ impl MetadataStore for Db {
         })
     }
 
-    async fn abandon_upload(&self, id: UploadId) -> Result<bool, StoreError> {
+    async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError> {
         self.writer
             .write(move |conn, _| {
                 let changed = conn
                     .prepare_cached(
-                        "UPDATE uploads SET state = 'ABANDONED' WHERE id = ?1 AND state = 'PENDING'",
+                        "UPDATE uploads SET state = 'ABANDONED', purge_at = ?2
+                         WHERE id = ?1 AND state = 'PENDING'",
                     )
-                    .and_then(|mut s| s.execute([id.to_string()]))
+                    .and_then(|mut s| s.execute(params![id.to_string(), purge_at]))
                     .map_err(internal)?;
                 Ok(changed == 1)
             })
             .await
     }
 
-    async fn expired_uploads(
+    async fn uploads_to_sweep(
         &self,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<PendingUpload>, StoreError> {
         self.read(move |conn| {
+            // Each half uses its own partial index.
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {UPLOAD_COLUMNS} FROM uploads
-                     WHERE state = 'PENDING' AND expires_at < ?1 ORDER BY expires_at LIMIT ?2"
+                    "SELECT {UPLOAD_COLUMNS} FROM (
+                       SELECT * FROM uploads WHERE state = 'PENDING' AND expires_at < ?1
+                       UNION ALL
+                       SELECT * FROM uploads WHERE purge_at IS NOT NULL AND purge_at < ?1
+                     ) ORDER BY expires_at LIMIT ?2"
                 ))
                 .map_err(internal)?;
             let rows = stmt
@@ -449,6 +488,19 @@ impl MetadataStore for Db {
             rows.collect::<Result<_, _>>().map_err(internal)
         })
         .await
+    }
+
+    async fn upload_purged(&self, id: UploadId) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn, _| {
+                conn.prepare_cached(
+                    "UPDATE uploads SET purge_at = NULL WHERE id = ?1 AND state = 'ABANDONED'",
+                )
+                .and_then(|mut s| s.execute([id.to_string()]))
+                .map_err(internal)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError> {
@@ -523,19 +575,23 @@ fn publish(
         }
     }
 
-    let seq: i64 = conn
-        .prepare_cached("UPDATE spaces SET seq = seq + 1 WHERE id = ?1 RETURNING seq")
+    let (seq, members_epoch): (i64, i64) = conn
+        .prepare_cached(
+            "UPDATE spaces SET seq = seq + 1 WHERE id = ?1 RETURNING seq, members_epoch",
+        )
         .and_then(|mut s| {
-            s.query_row([change.space_id.to_string()], |r| r.get(0))
-                .optional()
+            s.query_row([change.space_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
         .map_err(internal)?
         .ok_or(StoreError::NoSuchSpace)?;
 
     let c = &change;
     conn.prepare_cached(&format!(
-        "INSERT INTO versions ({VERSION_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        "INSERT INTO versions ({VERSION_COLUMNS}, members_epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -553,6 +609,7 @@ fn publish(
             c.deleted,
             c.actor.as_str(),
             c.at,
+            members_epoch,
         ])
     })
     .map_err(internal)?;

@@ -19,7 +19,7 @@ pub(super) const VERSION_COLUMNS: &str = "file_id, space_id, number, seq, kind, 
 /// A commit-log entry: the version joined with its file's creation, as `rows::change` reads it.
 pub(super) const CHANGE_COLUMNS: &str = "v.file_id, v.space_id, v.name, v.number, v.blob_key, \
      v.size, v.sha256, v.content_type, v.metadata, f.creator, f.created_at, v.at, v.deleted, \
-     v.seq, v.kind, v.author";
+     v.seq, v.kind, v.author, v.members_epoch";
 pub(super) const UPLOAD_COLUMNS: &str = "id, token_hash, space_id, file_id, base_version, name, \
      size, sha256, content_type, metadata, blob_key, author, created_at, expires_at, state, \
      committed_version";
@@ -115,6 +115,7 @@ pub(super) fn change(row: &Row) -> rusqlite::Result<Change> {
         file: file(row)?,
         kind: parsed(row, 14)?,
         actor: user(row, 15)?,
+        members_epoch: u64_at(row, 16)?,
     })
 }
 

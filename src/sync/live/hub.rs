@@ -10,12 +10,19 @@
 //! delivered rather than at the notice.
 //!
 //! Nobody ever waits on a subscriber: a full buffer ends that subscription
-//! ([`Ended::Lagged`]) and the others carry on.
+//! ([`Ended::Lagged`]) and the others carry on. Nor on a space: a store error while
+//! delivering one space, or rechecking one member, is retried later for that space or
+//! member alone (with backoff), while every other delivery of the batch goes ahead.
+//!
+//! A subscription registers before it replays (see `live/mod.rs`), so that a removal is
+//! noticed at once even while it replays: the hub feeds it changes only once it goes live,
+//! but ends it with [`Ended::Forbidden`] as soon as the store says its user left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +36,10 @@ use crate::storage::{ChangeFeed, MetadataStore, Notice, StoreError};
 const LOG_PAGE: usize = 512;
 /// Notices taken off the feed before the hub delivers what they announce.
 const MAX_BATCH: usize = 1024;
+/// First wait before work that failed (a store error) is tried again; doubles up to
+/// [`MAX_RETRY`] while it keeps failing.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Why the hub stopped feeding a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,8 @@ pub struct HubStats {
     pub forbidden: AtomicU64,
     pub delivered: AtomicU64,
     pub store_reads: AtomicU64,
+    /// Deliveries or membership rechecks that failed on a store error (and are retried).
+    pub failures: AtomicU64,
 }
 
 /// The process-wide hub. Cheap to clone.
@@ -71,15 +84,23 @@ struct Shared {
 }
 
 struct SpaceSubscribers {
-    /// Every change up to this seq has been handed to the subscribers below.
+    /// Every change up to this seq has been handed to the live subscribers below.
     delivered: u64,
     subscribers: Vec<Subscriber>,
+}
+
+impl SpaceSubscribers {
+    fn any_live(&self) -> bool {
+        self.subscribers.iter().any(|s| s.live)
+    }
 }
 
 struct Subscriber {
     id: u64,
     user: UserId,
     mailbox: Arc<Mailbox<Arc<SharedChange>>>,
+    /// Fed changes; until then (while its subscription replays) only watched for removal.
+    live: bool,
 }
 
 impl Hub {
@@ -108,20 +129,19 @@ impl Hub {
         s.attached.load(Ordering::Relaxed) - s.detached.load(Ordering::Relaxed)
     }
 
-    /// Starts feeding `user` the changes of `space` committed after `seq` (some earlier
-    /// ones may come too; the subscriber skips what it has). Attaching is what "listening"
-    /// means: from here on, every committed change of the space reaches the attachment.
-    pub fn attach(&self, space: SpaceId, user: UserId, seq: u64) -> Attachment {
+    /// Registers a subscription of `user` to `space`. From here on a removal of `user`
+    /// ends it ([`Ended::Forbidden`]); it is fed changes once it goes live
+    /// ([`Attachment::go_live`]).
+    pub fn attach(&self, space: SpaceId, user: UserId) -> Attachment {
         let mailbox = Arc::new(Mailbox::default());
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         if self.shared.stopped.is_cancelled() {
             mailbox.end(Ended::Stopped);
         } else {
-            let mut spaces = lock(&self.shared.spaces);
-            spaces
+            lock(&self.shared.spaces)
                 .entry(space)
                 .or_insert_with(|| SpaceSubscribers {
-                    delivered: seq,
+                    delivered: 0,
                     subscribers: Vec::new(),
                 })
                 .subscribers
@@ -129,6 +149,7 @@ impl Hub {
                     id,
                     user,
                     mailbox: mailbox.clone(),
+                    live: false,
                 });
         }
         self.shared.stats.attached.fetch_add(1, Ordering::Relaxed);
@@ -141,22 +162,33 @@ impl Hub {
     }
 
     /// Delivers notices until `stop` is cancelled or the feed closes, then ends every
-    /// attachment with [`Ended::Stopped`]. Runs once per hub.
+    /// attachment with [`Ended::Stopped`]. Runs once per hub. Work that failed on a store
+    /// error waits in `retry` and is tried again after a backoff, merged with whatever
+    /// came meanwhile.
     pub async fn run(self, stop: CancellationToken) {
         let Some(mut feed) = lock(&self.shared.feed).take() else {
             tracing::error!("the live hub was started twice");
             return;
         };
+        let mut retry = Batch::default();
+        let mut retry_wait = FIRST_RETRY;
         loop {
+            let retry_at = tokio::time::sleep(if retry.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                retry_wait
+            });
             let first = tokio::select! {
-                notice = feed.recv() => notice,
+                notice = feed.recv() => Some(notice),
+                () = retry_at, if !retry.is_empty() => None,
                 () = stop.cancelled() => break,
             };
-            let mut batch = Batch::default();
+            let mut batch = std::mem::take(&mut retry);
             match first {
-                Ok(notice) => batch.add(notice),
-                Err(broadcast::error::RecvError::Lagged(_)) => batch.lagged = true,
-                Err(broadcast::error::RecvError::Closed) => break,
+                Some(Ok(notice)) => batch.add(notice),
+                Some(Err(broadcast::error::RecvError::Lagged(_))) => batch.lagged = true,
+                Some(Err(broadcast::error::RecvError::Closed)) => break,
+                None => {}
             }
             while batch.len < MAX_BATCH {
                 match feed.try_recv() {
@@ -165,10 +197,12 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.deliver(batch).await {
-                // The changes stay in the store; the next notice reads them again.
-                tracing::error!(error = ?e, "live hub could not read the commit log");
-            }
+            retry = self.deliver(batch).await;
+            retry_wait = if retry.is_empty() {
+                FIRST_RETRY
+            } else {
+                (retry_wait * 2).min(MAX_RETRY)
+            };
         }
         self.stop();
     }
@@ -182,54 +216,68 @@ impl Hub {
         }
     }
 
-    async fn deliver(&self, mut batch: Batch) -> Result<(), StoreError> {
-        if batch.resync {
-            batch.lagged = true;
-            let followers: Vec<(SpaceId, UserId)> = lock(&self.shared.spaces)
-                .iter()
-                .flat_map(|(space, subs)| subs.subscribers.iter().map(|s| (*space, s.user.clone())))
-                .collect();
-            for follower in followers {
-                if !batch.membership.contains(&follower) {
-                    batch.membership.push(follower);
+    /// Does what a batch of notices asks for; returns what failed, to be tried again.
+    async fn deliver(&self, mut batch: Batch) -> Batch {
+        if batch.lagged || batch.resync {
+            // Which notices were lost is unknown: recheck every follower's membership and
+            // read every followed space to its end.
+            let spaces = lock(&self.shared.spaces);
+            for (space, subs) in spaces.iter() {
+                for s in &subs.subscribers {
+                    batch.recheck(*space, s.user.clone());
+                }
+                batch.committed.insert(*space, None);
+            }
+        }
+        let mut failed = Batch::default();
+        // Removals first: a change committed after a removal must not reach the removed
+        // member because both notices came in one batch.
+        for (space, user) in batch.membership {
+            if let Err(e) = self.recheck_member(space, &user).await {
+                self.failed(&e, "recheck a member");
+                failed.recheck(space, user);
+            }
+        }
+        for (space, target) in batch.committed {
+            match self.deliver_space(space, target).await {
+                Ok(true) => {}
+                // The store does not show the announced change yet: look again soon.
+                Ok(false) => failed.announce(space, target),
+                Err(e) => {
+                    self.failed(&e, "read the commit log");
+                    failed.announce(space, target);
                 }
             }
         }
-        let spaces: Vec<SpaceId> = if batch.lagged {
-            // Which notices were lost is unknown: look at every space someone follows.
-            lock(&self.shared.spaces).keys().copied().collect()
-        } else {
-            batch.committed.keys().copied().collect()
-        };
-        for space in spaces {
-            let target = if batch.lagged {
-                None
-            } else {
-                batch.committed.get(&space).copied()
-            };
-            self.deliver_space(space, target).await?;
-        }
-        for (space, user) in batch.membership {
-            self.recheck_member(space, user).await?;
-        }
-        Ok(())
+        failed
+    }
+
+    fn failed(&self, error: &StoreError, what: &str) {
+        self.shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+        // The changes stay in the store; this space (or member) is tried again later.
+        tracing::warn!(error = ?error, "live hub could not {what}; retrying");
     }
 
     /// Reads the commit log of `space` from the last delivered seq up to `target` (or to
-    /// its end) and hands every change to every subscriber of the space.
-    async fn deliver_space(&self, space: SpaceId, target: Option<u64>) -> Result<(), StoreError> {
+    /// its end) and hands every change to every live subscriber of the space. `false`
+    /// when the store did not show the change `target` announced (yet).
+    async fn deliver_space(&self, space: SpaceId, target: Option<u64>) -> Result<bool, StoreError> {
         loop {
             let from = match lock(&self.shared.spaces).get(&space) {
-                Some(s) if target.is_none_or(|t| s.delivered < t) => s.delivered,
-                _ => return Ok(()),
+                Some(s) if s.any_live() && target.is_none_or(|t| s.delivered < t) => s.delivered,
+                _ => return Ok(true),
             };
-            let changes = self.shared.store.commit_log(space, from, LOG_PAGE).await?;
+            let mut changes = self.shared.store.commit_log(space, from, LOG_PAGE).await?;
             self.shared
                 .stats
                 .store_reads
                 .fetch_add(1, Ordering::Relaxed);
+            // Nothing past a hole goes out: the hole is read again first.
+            let read = changes.len();
+            changes.truncate(crate::domain::contiguous_len(from, &changes));
+            let whole = changes.len() == read;
             let Some(last) = changes.last().map(|c| c.file.seq) else {
-                return Ok(());
+                return Ok(whole && target.is_none_or(|t| t <= from));
             };
             let changes: Vec<Arc<SharedChange>> = changes
                 .into_iter()
@@ -237,12 +285,15 @@ impl Hub {
                 .collect();
             let mut spaces = lock(&self.shared.spaces);
             let Some(subs) = spaces.get_mut(&space) else {
-                return Ok(());
+                return Ok(true);
             };
             let stats = &self.shared.stats;
             let fresh = &changes[changes.partition_point(|c| c.file.seq <= subs.delivered)..];
             if !fresh.is_empty() {
                 subs.subscribers.retain(|s| {
+                    if !s.live {
+                        return true;
+                    }
                     let kept = s.mailbox.offer(fresh, self.shared.buffer);
                     if kept {
                         stats
@@ -258,25 +309,25 @@ impl Hub {
             if subs.subscribers.is_empty() {
                 spaces.remove(&space);
             }
-            if changes.len() < LOG_PAGE {
-                return Ok(());
+            if read < LOG_PAGE || !whole {
+                return Ok(whole && target.is_none_or(|t| t <= last));
             }
         }
     }
 
     /// A member of `space` changed: ends `user`'s subscriptions there if the store says
     /// they are no longer a member.
-    async fn recheck_member(&self, space: SpaceId, user: UserId) -> Result<(), StoreError> {
+    async fn recheck_member(&self, space: SpaceId, user: &UserId) -> Result<(), StoreError> {
         let follows = lock(&self.shared.spaces)
             .get(&space)
-            .is_some_and(|s| s.subscribers.iter().any(|sub| sub.user == user));
-        if !follows || self.shared.store.role(space, &user).await?.is_some() {
+            .is_some_and(|s| s.subscribers.iter().any(|sub| sub.user == *user));
+        if !follows || self.shared.store.role(space, user).await?.is_some() {
             return Ok(());
         }
         let mut spaces = lock(&self.shared.spaces);
         if let Some(subs) = spaces.get_mut(&space) {
             subs.subscribers.retain(|s| {
-                if s.user != user {
+                if s.user != *user {
                     return true;
                 }
                 s.mailbox.end(Ended::Forbidden);
@@ -300,6 +351,31 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// Starts feeding this subscription the changes committed after `seq` (some earlier
+    /// ones may come too; the subscriber skips what it has). From here on, every
+    /// committed change of the space reaches it.
+    pub fn go_live(&self, seq: u64) {
+        let mut spaces = lock(&self.shared.spaces);
+        let Some(subs) = spaces.get_mut(&self.space) else {
+            return; // ended already (removed, or the hub stopped)
+        };
+        // The first live subscriber starts the space's deliveries where it stands; later
+        // ones catch up from the store themselves.
+        if !subs.any_live() {
+            subs.delivered = seq;
+        }
+        if let Some(me) = subs.subscribers.iter_mut().find(|s| s.id == self.id) {
+            me.live = true;
+        }
+    }
+
+    /// Why the hub stopped feeding this subscription, if it has: checked between the
+    /// changes a subscription sends on its own (its replay), so that a removal ends it at
+    /// once.
+    pub fn ended(&self) -> Option<Ended> {
+        self.mailbox.ended()
+    }
+
     /// The next change, or why there are no more. A removed member gets
     /// [`Ended::Forbidden`] at once; a lagging one first gets what its buffer holds.
     pub async fn next(&mut self) -> Result<Arc<SharedChange>, Ended> {
@@ -320,15 +396,15 @@ impl Drop for Attachment {
     }
 }
 
-/// Notices taken off the feed in one go.
+/// Notices taken off the feed in one go (or work left over from a failed attempt).
 #[derive(Default)]
 struct Batch {
-    /// The highest seq announced per space.
-    committed: HashMap<SpaceId, u64>,
-    membership: Vec<(SpaceId, UserId)>,
-    /// Notices were lost on this side of the feed: re-read every space followed.
+    /// Spaces to read, each up to the highest seq announced (`None`: to its end).
+    committed: HashMap<SpaceId, Option<u64>>,
+    membership: HashSet<(SpaceId, UserId)>,
+    /// Notices were lost on this side of the feed: recheck and re-read everything.
     lagged: bool,
-    /// Notices were lost before the feed: also recheck every follower's membership.
+    /// Notices were lost before the feed: the same.
     resync: bool,
     len: usize,
 }
@@ -337,16 +413,25 @@ impl Batch {
     fn add(&mut self, notice: Notice) {
         self.len += 1;
         match notice {
-            Notice::Committed { space_id, seq } => {
-                let max = self.committed.entry(space_id).or_default();
-                *max = (*max).max(seq);
-            }
-            Notice::MembershipChanged { space_id, user } => {
-                if !self.membership.contains(&(space_id, user.clone())) {
-                    self.membership.push((space_id, user));
-                }
-            }
+            Notice::Committed { space_id, seq } => self.announce(space_id, Some(seq)),
+            Notice::MembershipChanged { space_id, user } => self.recheck(space_id, user),
             Notice::Resync => self.resync = true,
         }
+    }
+
+    fn announce(&mut self, space: SpaceId, seq: Option<u64>) {
+        let target = self.committed.entry(space).or_insert(seq);
+        *target = match (*target, seq) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+
+    fn recheck(&mut self, space: SpaceId, user: UserId) {
+        self.membership.insert((space, user));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.committed.is_empty() && self.membership.is_empty() && !self.lagged && !self.resync
     }
 }

@@ -67,6 +67,12 @@ impl<T: Clone> Mailbox<T> {
         }
     }
 
+    /// Subscription side: why the hub stopped feeding it, if it has (queued changes may
+    /// still wait).
+    pub(super) fn ended(&self) -> Option<Ended> {
+        lock(&self.0).ended
+    }
+
     /// Subscription side: the next change, or why there are no more. A removed member gets
     /// [`Ended::Forbidden`] at once; otherwise what is queued comes first.
     pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<T, Ended>> {

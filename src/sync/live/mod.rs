@@ -1,17 +1,24 @@
 //! Live subscriptions: every committed change of a space, in seq order, each once, resumable
 //! from any cursor.
 //!
-//! A subscription goes through three phases:
+//! A subscription registers with the hub first (so that a removal of its user ends it at
+//! once, whatever phase it is in), confirms that the caller is a member, then goes
+//! through three phases:
 //!
-//! 1. **Replay**, not yet attached to the hub: the commit log after `since`, page by page,
-//!    at whatever pace the client reads. However long it takes, it costs the hub nothing.
-//! 2. **Attach, then catch up**: the subscription attaches to the hub (from now on every
-//!    new change reaches its buffer), checks that the caller is still a member, and reads
-//!    the commit log once more for what was committed during phase 1. Then `READY` with
-//!    the cursor of the last change seen: from here on the client misses nothing.
+//! 1. **Replay**: the commit log after `since`, page by page, at whatever pace the client
+//!    reads. The hub does not feed it meanwhile: however long it takes, it costs the hub
+//!    nothing and fills no buffer.
+//! 2. **Go live, then catch up**: from now on every new change reaches its buffer; it
+//!    reads the commit log once more for what was committed during phase 1. Then `READY`
+//!    with the cursor of the last change seen: from here on the client misses nothing.
 //! 3. **Live**: changes from the hub. One at or before the last seq already sent is a
 //!    duplicate of the catch-up and is skipped; one past a hole fills the hole from the
 //!    store first (notices may come late or out of order on some backends).
+//!
+//! Every change is authorised when it is sent: the hub ends the subscription when its
+//! user leaves the space, and a change committed after a membership change the
+//! subscription has not yet confirmed (its `members_epoch` is higher than the one the
+//! caller's membership was last read at) is sent only after the membership is read again.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -27,6 +34,8 @@ use crate::domain::{Change, Cursor, FileId, SpaceId, UserId};
 
 mod hub;
 mod mailbox;
+#[cfg(test)]
+mod tests;
 
 use hub::Ended;
 pub(super) use hub::Hub;
@@ -181,20 +190,30 @@ impl SyncService {
         Box::pin(try_stream! {
             let meta = &service.inner.store.meta;
             let mut last = from;
+            // Registered before the membership read: a removal committed after the read
+            // reaches the hub's recheck, which ends the attachment.
+            let mut attachment = service.inner.hub.attach(space, user.clone());
+            let mut access = Access {
+                service: &service,
+                space,
+                user: &user,
+                epoch: 0,
+            };
+            access.confirm().await?;
 
-            // 1. Replay, then 2. attach, confirm membership and catch up.
-            let mut attached = None;
-            for attach in [false, true] {
-                if attach {
-                    attached = Some(service.inner.hub.attach(space, user.clone(), last));
-                    if service.role_in(&user, space).await.is_err() {
-                        Err(service.ended(Ended::Forbidden))?;
-                    }
+            // 1. Replay, then 2. go live and catch up.
+            for live in [false, true] {
+                if live {
+                    attachment.go_live(last);
                 }
                 loop {
                     let page = meta.commit_log(space, last, REPLAY_PAGE).await?;
                     let full = page.len() == REPLAY_PAGE;
                     for change in take_page(&mut last, page, &wanted) {
+                        if let Some(why) = attachment.ended() {
+                            Err(service.ended(why))?;
+                        }
+                        access.allow(&change).await?;
                         yield LiveEvent::Change(change);
                     }
                     if !full {
@@ -202,31 +221,25 @@ impl SyncService {
                     }
                 }
             }
-            let Some(mut live) = attached else {
-                return;
-            };
             yield LiveEvent::Ready(Cursor::new(space, last));
 
             // 3. Live.
             loop {
-                let change = live.next().await.map_err(|e| service.ended(e))?;
+                let change = attachment.next().await.map_err(|e| service.ended(e))?;
                 let seq = change.file.seq;
                 if seq <= last {
                     continue;
                 }
-                while last + 1 < seq {
+                if last + 1 < seq {
                     // A hole: what the hub skipped is in the store.
-                    let gap = usize::try_from(seq - 1 - last).unwrap_or(usize::MAX);
-                    let page = meta.commit_log(space, last, gap.min(REPLAY_PAGE)).await?;
-                    if page.is_empty() {
-                        break;
-                    }
-                    for earlier in take_page(&mut last, page, &wanted) {
+                    for earlier in fill_hole(meta.as_ref(), space, &mut last, seq, &wanted).await? {
+                        access.allow(&earlier).await?;
                         yield LiveEvent::Change(earlier);
                     }
                 }
                 last = seq;
                 if wanted(&change) {
+                    access.allow(&change).await?;
                     yield LiveEvent::Change(change);
                 }
             }
@@ -234,14 +247,54 @@ impl SyncService {
     }
 }
 
+/// A subscriber's right to see its space's changes, as last confirmed.
+struct Access<'a> {
+    service: &'a SyncService,
+    space: SpaceId,
+    user: &'a UserId,
+    /// The membership epoch the caller's membership was last confirmed at.
+    epoch: u64,
+}
+
+impl Access<'_> {
+    /// Reads the caller's membership again; `FORBIDDEN` if they are no longer a member.
+    async fn confirm(&mut self) -> Result<()> {
+        match self
+            .service
+            .inner
+            .store
+            .meta
+            .membership(self.space, self.user)
+            .await?
+        {
+            (Some(_), Some(epoch)) => {
+                self.epoch = epoch;
+                Ok(())
+            }
+            _ => Err(self.service.ended(Ended::Forbidden)),
+        }
+    }
+
+    /// Whether `change` may be sent: a change committed after a membership change this
+    /// subscription has not confirmed yet waits for the membership to be read again.
+    async fn allow(&mut self, change: &Change) -> Result<()> {
+        if change.members_epoch > self.epoch {
+            self.confirm().await?;
+        }
+        Ok(())
+    }
+}
+
 /// A page of the commit log as the changes to send (those `wanted`); `last` moves to the
-/// page's end. Shared before they are sent, so that a subscription holds a pointer, not a
-/// change, while it waits for its client.
+/// end of the page, or to just before its first hole (the rest of the page is not used:
+/// it is read again). Shared before they are sent, so that a subscription holds a
+/// pointer, not a change, while it waits for its client.
 fn take_page(
     last: &mut u64,
-    page: Vec<Change>,
+    mut page: Vec<Change>,
     wanted: impl Fn(&Change) -> bool,
 ) -> Vec<Arc<SharedChange>> {
+    page.truncate(crate::domain::contiguous_len(*last, &page));
     if let Some(end) = page.last() {
         *last = end.file.seq;
     }
@@ -249,4 +302,41 @@ fn take_page(
         .filter(|change| wanted(change))
         .map(|change| Arc::new(SharedChange::new(change)))
         .collect()
+}
+
+/// Reads of a hole that the store does not show yet before the subscription gives up.
+const HOLE_ATTEMPTS: u32 = 8;
+
+/// The changes between `last` and `seq` (exclusive), from the store; `last` moves to
+/// `seq - 1`. Every seq below one the hub delivered is committed, so a store that does not
+/// show one yet is asked again (with backoff); a hole that stays is an error, never a
+/// skipped change: the client resumes from its last cursor.
+async fn fill_hole(
+    meta: &dyn crate::storage::MetadataStore,
+    space: SpaceId,
+    last: &mut u64,
+    seq: u64,
+    wanted: impl Fn(&Change) -> bool,
+) -> Result<Vec<Arc<SharedChange>>> {
+    let mut filled = Vec::new();
+    let mut attempts = 0;
+    while *last + 1 < seq {
+        let gap = usize::try_from(seq - 1 - *last).unwrap_or(usize::MAX);
+        let mut page = meta.commit_log(space, *last, gap.min(REPLAY_PAGE)).await?;
+        // The page may reach past the hole, to `seq` itself: take only the hole.
+        page.retain(|c| c.file.seq < seq);
+        let before = *last;
+        filled.extend(take_page(last, page, &wanted));
+        if *last == before {
+            attempts += 1;
+            if attempts == HOLE_ATTEMPTS {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "space {space}: the store does not show seq {} though it shows {seq}",
+                    *last + 1
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10 << attempts)).await;
+        }
+    }
+    Ok(filled)
 }
