@@ -74,6 +74,8 @@ def main():
         "FILESYNC_STORAGE__TABLE": outputs["TableName"],
         "FILESYNC_STORAGE__BUCKET": outputs["BucketName"],
         "FILESYNC_STORAGE__EVENTS_QUEUE_URL": outputs["EventsQueueUrl"],
+        "FILESYNC_STORAGE__NOTICES_TOPIC_ARN": outputs["NoticesTopicArn"],
+        "FILESYNC_STORAGE__REPLICA_QUEUE_PREFIX": outputs["ReplicaQueuePrefix"],
     }
     if os.environ.get("AWS_ENDPOINT_URL"):
         # Emulators serve buckets by path, not by host name.

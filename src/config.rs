@@ -110,6 +110,20 @@ pub struct StorageSettings {
     /// AWS backend: how often each shard of the table's stream is polled when it is quiet.
     #[serde(with = "humantime_serde")]
     pub stream_poll_interval: Duration,
+    /// AWS backend: the SNS topic through which one replica, holding the stream's lease,
+    /// fans the stream's notices out to every other (the stack's `NoticesTopicArn`).
+    /// Unset, every replica reads the stream itself: fine for one or two replicas
+    /// (DynamoDB Streams throttles past about two readers per shard).
+    pub notices_topic_arn: Option<String>,
+    /// AWS backend, with `notices_topic_arn`: the name prefix of the SQS queue each
+    /// replica creates for itself, subscribed to the topic, and deletes when it stops (the
+    /// stack's `ReplicaQueuePrefix`; its IAM policy allows queues of that prefix only).
+    pub replica_queue_prefix: String,
+    /// AWS backend, with `notices_topic_arn`: how long the stream's lease lasts unless
+    /// its holder renews it; a replica that died is replaced as the stream's reader
+    /// after at most this long (meanwhile the others read the store every second).
+    #[serde(with = "humantime_serde")]
+    pub stream_lease: Duration,
 }
 
 impl Default for StorageSettings {
@@ -122,6 +136,9 @@ impl Default for StorageSettings {
             events_queue_url: None,
             s3_path_style: false,
             stream_poll_interval: Duration::from_millis(250),
+            notices_topic_arn: None,
+            replica_queue_prefix: "filesync-replica-".to_owned(),
+            stream_lease: Duration::from_secs(10),
         }
     }
 }

@@ -37,6 +37,11 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -54,6 +59,7 @@ pub struct Metrics {
     live_ended: Family<ReasonLabels, Counter>,
     // Read from the storage backend's request counter at each scrape.
     backend_requests: Family<BackendLabels, Counter>,
+    stream_reads: Family<ShardLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,7 +115,14 @@ impl Default for Metrics {
             "Requests to the services behind the storage backend (AWS), by operation",
             backend_requests.clone(),
         );
+        let stream_reads = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "stream_get_records",
+            "GetRecords calls this replica made on each shard of the table's stream (AWS)",
+            stream_reads.clone(),
+        );
         Self {
+            stream_reads,
             registry,
             requests,
             latency,
@@ -170,6 +183,12 @@ pub(super) async fn render(State(state): State<AppState>) -> Response {
             &metrics
                 .backend_requests
                 .get_or_create(&BackendLabels { service, operation }),
+            count,
+        );
+    }
+    for (shard, count) in state.service.storage().requests.stream_reads() {
+        set(
+            &metrics.stream_reads.get_or_create(&ShardLabels { shard }),
             count,
         );
     }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
+    /// `GetRecords` calls per stream shard.
+    stream_reads: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl RequestCounter {
@@ -27,6 +29,23 @@ impl RequestCounter {
     /// A publish that lost the race for its space's seq and tried again.
     pub fn seq_retry(&self) {
         self.count("filesync", "SeqRetry");
+    }
+
+    /// A `GetRecords` call on a shard of the table's stream.
+    pub fn stream_read(&self, shard: &str) {
+        let mut reads = self.stream_reads.lock().unwrap_or_else(|e| e.into_inner());
+        match reads.get_mut(shard) {
+            Some(n) => *n += 1,
+            None => {
+                reads.insert(shard.to_owned(), 1);
+            }
+        }
+    }
+
+    /// `(shard, GetRecords calls)`, in order.
+    pub fn stream_reads(&self) -> Vec<(String, u64)> {
+        let reads = self.stream_reads.lock().unwrap_or_else(|e| e.into_inner());
+        reads.iter().map(|(s, n)| (s.clone(), *n)).collect()
     }
 
     /// `(service, operation, count)`, in order.

@@ -3,8 +3,9 @@
 //! writes only through the table's DynamoDB stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::helpers::{on_aws, spawn_app, spawn_app_in};
+use crate::helpers::{TestApp, on_aws, spawn_app, spawn_app_in};
 use crate::ws_client::{TRANSPORT_WS, WsClient};
 
 async fn versions_until(ws: &mut WsClient, last: i64) -> Vec<i64> {
@@ -71,4 +72,126 @@ async fn a_subscriber_on_one_replica_sees_the_writes_made_through_another() {
     b.update_metadata("alice", &file, 31, "from", "b").await;
     assert_eq!(versions_until(&mut on_a, 32).await, vec![32]);
     assert_eq!(versions_until(&mut sub, 32).await, vec![32]);
+}
+
+/// `filesync_stream_get_records_total` of a replica, per shard.
+async fn stream_reads(app: &TestApp) -> std::collections::BTreeMap<String, u64> {
+    let text = app
+        .get(&format!("{}/metrics", app.base))
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("filesync_stream_get_records_total{shard=\"")?;
+            let (shard, count) = rest.split_once("\"} ")?;
+            Some((shard.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// GetRecords calls per second on each shard, summed over `replicas`, during `window`.
+async fn reads_per_shard_per_second(replicas: &[&TestApp], window: Duration) -> Vec<f64> {
+    let mut before = std::collections::BTreeMap::<String, u64>::new();
+    for app in replicas {
+        for (shard, n) in stream_reads(app).await {
+            *before.entry(shard).or_default() += n;
+        }
+    }
+    tokio::time::sleep(window).await;
+    let mut after = std::collections::BTreeMap::<String, u64>::new();
+    for app in replicas {
+        for (shard, n) in stream_reads(app).await {
+            *after.entry(shard).or_default() += n;
+        }
+    }
+    after
+        .iter()
+        .map(|(shard, n)| {
+            (n - before.get(shard).copied().unwrap_or(0)) as f64 / window.as_secs_f64()
+        })
+        .collect()
+}
+
+/// "Any number of replicas": five replicas on one stack read each shard of the stream
+/// as one replica would (the lease holder reads, the others hear of every write through
+/// the notices topic), every subscriber on every replica gets every write once and in
+/// order, and when the reader stops another takes over.
+#[tokio::test]
+async fn five_replicas_read_each_shard_as_one_and_all_hear_every_write() {
+    if !on_aws() {
+        eprintln!("replicas share a store only on the AWS backend");
+        return;
+    }
+    let first = spawn_app().await;
+    let mut replicas = vec![first];
+    for _ in 1..5 {
+        let next = spawn_app_in(replicas[0].data_dir.clone(), |_| {}).await;
+        replicas.push(next);
+    }
+    let space = replicas[0].create_space("alice", "Team").await;
+    let file = replicas[0]
+        .upload_id("alice", &space, "shared.txt", b"v1")
+        .await;
+    let mut subscribers = Vec::new();
+    for app in &replicas {
+        let mut sub = app.ws_as("alice", TRANSPORT_WS).await;
+        sub.subscribe_changes("s", &space, None).await;
+        sub.until_ready().await;
+        subscribers.push(sub);
+    }
+    // Writes through every replica in turn.
+    for base in 1..=10 {
+        let writer = &replicas[base as usize % replicas.len()];
+        let body = writer
+            .update_metadata("alice", &file, base, "n", &base.to_string())
+            .await;
+        assert!(body.get("errors").is_none(), "{body}");
+    }
+    for sub in &mut subscribers {
+        assert_eq!(versions_until(sub, 11).await, (2..=11).collect::<Vec<_>>());
+    }
+
+    let poll = filesync::config::StorageSettings::default().stream_poll_interval;
+    let one_reader = 1.0 / poll.as_secs_f64();
+    let all: Vec<&TestApp> = replicas.iter().collect();
+    let rates = reads_per_shard_per_second(&all, Duration::from_secs(5)).await;
+    eprintln!(
+        "GetRecords per shard per second across 5 replicas: {rates:?} (one reader: {one_reader})"
+    );
+    assert!(!rates.is_empty(), "someone reads the stream");
+    for rate in &rates {
+        assert!(
+            *rate <= one_reader * 1.5,
+            "the stream is read as by one replica, not five: {rate:.1}/s per shard"
+        );
+    }
+
+    // The reader stops; another replica takes the lease over and writes still reach
+    // every remaining subscriber.
+    let reader = {
+        let mut reads = Vec::new();
+        for app in &replicas {
+            reads.push(stream_reads(app).await.values().sum::<u64>());
+        }
+        (0..replicas.len()).max_by_key(|i| reads[*i]).unwrap()
+    };
+    let stopped = replicas.remove(reader);
+    subscribers.remove(reader);
+    stopped.stop().await;
+    let writer = &replicas[0];
+    let body = writer
+        .update_metadata("alice", &file, 11, "n", "after")
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    for sub in &mut subscribers {
+        assert_eq!(versions_until(sub, 12).await, vec![12]);
+    }
+    let remaining: Vec<&TestApp> = replicas.iter().collect();
+    let rates = reads_per_shard_per_second(&remaining, Duration::from_secs(3)).await;
+    assert!(
+        rates.iter().any(|r| *r > 0.0),
+        "another replica reads the stream"
+    );
 }

@@ -31,5 +31,7 @@ pub fn use_stack(storage: &mut StorageSettings, dir: &Path) {
     storage.table = text("FILESYNC_STORAGE__TABLE");
     storage.bucket = Some(text("FILESYNC_STORAGE__BUCKET"));
     storage.events_queue_url = Some(text("FILESYNC_STORAGE__EVENTS_QUEUE_URL"));
+    storage.notices_topic_arn = Some(text("FILESYNC_STORAGE__NOTICES_TOPIC_ARN"));
+    storage.replica_queue_prefix = text("FILESYNC_STORAGE__REPLICA_QUEUE_PREFIX");
     storage.s3_path_style = true;
 }

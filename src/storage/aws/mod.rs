@@ -16,7 +16,9 @@ use crate::config::StorageSettings;
 
 mod blobs;
 mod events;
+mod fanout;
 mod items;
+mod lease;
 mod metadata;
 mod streams;
 
@@ -63,6 +65,31 @@ pub async fn open(settings: &StorageSettings) -> anyhow::Result<Storage> {
             requests.clone(),
         )) as Arc<dyn super::StorageEvents>
     });
+    // With a notices topic, one replica at a time (the lease holder) reads the stream.
+    let shared = settings.notices_topic_arn.clone().map(|topic| {
+        let replica = uuid::Uuid::new_v4().simple().to_string();
+        let lease = lease::StreamLease::new(
+            dynamodb.clone(),
+            settings.table.clone(),
+            replica.clone(),
+            settings.stream_lease,
+            requests.clone(),
+        );
+        let fanout = fanout::Fanout::new(
+            fanout::FanoutConfig {
+                topic,
+                queue_prefix: settings.replica_queue_prefix.clone(),
+                replica,
+                table: settings.table.clone(),
+            },
+            aws_sdk_sns::Client::new(&config),
+            aws_sdk_sqs::Client::new(&config),
+            dynamodb.clone(),
+            sender.clone(),
+            requests.clone(),
+        );
+        (lease, fanout)
+    });
     let feed = StreamFeed::new(
         streams,
         dynamodb,
@@ -70,8 +97,9 @@ pub async fn open(settings: &StorageSettings) -> anyhow::Result<Storage> {
         sender,
         settings.stream_poll_interval,
         requests.clone(),
+        shared,
     );
-    tracing::info!(table = %settings.table, bucket = %bucket, events = events.is_some(), "opened the aws backend");
+    tracing::info!(table = %settings.table, bucket = %bucket, events = events.is_some(), fanout = settings.notices_topic_arn.is_some(), "opened the aws backend");
     Ok(Storage {
         meta: Arc::new(meta),
         blobs: Arc::new(S3Blobs::new(s3, bucket, requests.clone())),

@@ -1,4 +1,4 @@
-//! The change feed on AWS: a DynamoDB Streams consumer in every replica.
+//! The change feed on AWS: a DynamoDB Streams consumer.
 //!
 //! The stream is a trigger, not the data. A commit-log item (`S#space / L#seq`) appearing
 //! becomes `Notice::Committed { space, seq }`, and any change to a member item becomes
@@ -6,12 +6,19 @@
 //! from the last seq it delivered. So a record that comes twice, late, out of order, or
 //! that names a write which never happened (an emulator's phantom) delivers nothing that
 //! the store does not confirm, and a lost record is made up by the next one. Where records
-//! may have been lost unseen (the stream trimmed them before they were read), the feed
-//! says `Notice::Resync` and the hub re-reads every space it follows.
+//! may have been lost unseen (the stream trimmed them before they were read, or a shard
+//! was positioned at `LATEST` again after losing its iterator), the feed says
+//! `Notice::Resync` and the hub re-reads every space it follows.
+//!
+//! Who reads: with a notices topic configured, only the replica holding the stream's
+//! lease (`lease.rs`) reads the stream, and publishes what it finds to every replica
+//! (`fanout.rs`); reads per shard stay the same however many replicas run. Without one,
+//! every replica reads every shard (fine for one or two).
 //!
 //! Shards: discovered with `DescribeStream` (paged); a child is read only once its parent
 //! has been read to its end (or has aged out of the stream), so per-item order holds.
-//! Shards open at start-up are read from `LATEST`, shards that appear later from
+//! A reader starts each shard where the lease's checkpoint says; shards without one that
+//! are open when it starts are read from `LATEST`, shards that appear later from
 //! `TRIM_HORIZON`. Once a shard has given a record, each poll asks for the records
 //! `AFTER_SEQUENCE_NUMBER` of the last one: it never follows a stale or expired iterator.
 //! Throttling and errors back off exponentially, per shard.
@@ -26,8 +33,11 @@ use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::{Fanout, HEARTBEAT};
+use super::lease::{Checkpoints, StreamLease};
 use crate::domain::{SpaceId, UserId};
 use crate::storage::{ChangeFeed, Notice, RequestCounter};
 
@@ -35,6 +45,8 @@ use crate::storage::{ChangeFeed, Notice, RequestCounter};
 const SHARD_REFRESH: Duration = Duration::from_secs(10);
 /// Longest wait after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the lease holder looks for the queues of replicas that died.
+const COLLECT_EVERY: Duration = Duration::from_secs(300);
 
 pub struct StreamFeed {
     sender: broadcast::Sender<Notice>,
@@ -48,6 +60,11 @@ struct Consumer {
     sender: broadcast::Sender<Notice>,
     poll: Duration,
     requests: RequestCounter,
+    /// Lease mode: the lease, and the topic notices are fanned out through.
+    shared: Option<(StreamLease, Arc<Fanout>)>,
+    /// How far the stream has been read, as last handed to the lease (given back with
+    /// it on the way out).
+    last_checkpoints: tokio::sync::Mutex<Checkpoints>,
 }
 
 impl StreamFeed {
@@ -58,6 +75,7 @@ impl StreamFeed {
         sender: broadcast::Sender<Notice>,
         poll: Duration,
         requests: RequestCounter,
+        shared: Option<(StreamLease, Fanout)>,
     ) -> Self {
         let consumer = Arc::new(Consumer {
             streams,
@@ -66,6 +84,8 @@ impl StreamFeed {
             sender: sender.clone(),
             poll,
             requests,
+            shared: shared.map(|(lease, fanout)| (lease, Arc::new(fanout))),
+            last_checkpoints: tokio::sync::Mutex::new(Checkpoints::new()),
         });
         Self { sender, consumer }
     }
@@ -79,9 +99,18 @@ impl ChangeFeed for StreamFeed {
     fn run(&self, stop: CancellationToken) -> BoxFuture<'static, ()> {
         let consumer = self.consumer.clone();
         Box::pin(async move {
-            tokio::select! {
-                () = consumer.run() => {}
-                () = stop.cancelled() => {}
+            match &consumer.shared {
+                None => {
+                    tokio::select! {
+                        () = consumer.read_alone() => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
+                Some((_, fanout)) => {
+                    let inbox = tokio::spawn(fanout.clone().run(stop.clone()));
+                    consumer.read_when_leader(&stop).await;
+                    let _ = inbox.await;
+                }
             }
         })
     }
@@ -101,10 +130,38 @@ struct Shard {
     position: Position,
     /// An iterator to follow, until the shard has given its first record.
     iterator: Option<String>,
+    /// Had a `LATEST` iterator once: losing it (an error, an expiry) and taking a new one
+    /// skips whatever was written in between.
+    positioned: bool,
+    /// Lost its `LATEST` position: once positioned again, the hub must re-read the store.
+    lost: bool,
     /// Read to its end: it is closed and every record was seen.
     done: bool,
     failures: u32,
-    retry_at: tokio::time::Instant,
+    retry_at: Instant,
+}
+
+impl Shard {
+    /// After a poll: whether records may have been skipped unseen, so that readers must
+    /// re-read the store (`Resync`). Only a shard read from `LATEST` can skip any: one
+    /// that lost its iterator before its first record takes a new `LATEST` one, and what
+    /// was written meanwhile is never read. Told once it is positioned again, so that
+    /// the store is read after every record it will not show.
+    fn settle(&mut self) -> bool {
+        if self.position != Position::Latest {
+            return std::mem::take(&mut self.lost);
+        }
+        match self.iterator {
+            Some(_) => {
+                self.positioned = true;
+                std::mem::take(&mut self.lost)
+            }
+            None => {
+                self.lost |= self.positioned;
+                false
+            }
+        }
+    }
 }
 
 /// What one poll of a shard found.
@@ -116,12 +173,22 @@ enum Polled {
     Failed,
 }
 
+/// The outcome of one poll: what it found, where the next one starts, and the notices of
+/// the records it read.
+struct Poll {
+    polled: Polled,
+    position: Position,
+    iterator: Option<String>,
+    notices: Vec<Notice>,
+}
+
 impl Consumer {
-    async fn run(&self) {
+    /// Without a lease: reads every shard, for ever, starting over after a failure.
+    async fn read_alone(&self) {
         let mut failures = 0u32;
         loop {
-            match self.follow_stream().await {
-                Ok(()) => failures = 0,
+            match self.follow_stream(Checkpoints::new(), None).await {
+                Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = ?e, "DynamoDB stream consumer failed; starting over");
@@ -130,6 +197,53 @@ impl Consumer {
             tokio::time::sleep(backoff(failures.max(1))).await;
             // Records may have been missed while the stream was not followed.
             let _ = self.sender.send(Notice::Resync);
+        }
+    }
+
+    /// With a lease: reads the stream while this replica holds the lease; otherwise tries
+    /// to take it every third of its duration. Gives it up when `stop` comes.
+    async fn read_when_leader(&self, stop: &CancellationToken) {
+        let Some((lease, _)) = &self.shared else {
+            return;
+        };
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let taken = match lease.acquire().await {
+                Ok(taken) => taken,
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot read the stream's lease");
+                    None
+                }
+            };
+            if let Some(checkpoints) = taken {
+                tracing::info!("holding the stream's lease: reading the table's stream");
+                let outcome = tokio::select! {
+                    outcome = self.follow_stream(checkpoints, Some(lease)) => Some(outcome),
+                    () = stop.cancelled() => None,
+                };
+                match outcome {
+                    None => {
+                        // On the way out: give the lease to the next replica at once.
+                        let checkpoints = self.last_checkpoints.lock().await.clone();
+                        lease.release(&checkpoints).await;
+                        return;
+                    }
+                    Some(Ok(())) => {
+                        failures = 0;
+                        tracing::info!("lost the stream's lease to another replica");
+                    }
+                    Some(Err(e)) => {
+                        failures += 1;
+                        tracing::warn!(error = ?e, "DynamoDB stream consumer failed; starting over");
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(lease.duration() / 3) => {}
+            }
         }
     }
 
@@ -147,17 +261,53 @@ impl Consumer {
             .ok_or_else(|| anyhow::anyhow!("table {} has no stream; enable streams", self.table))
     }
 
-    /// Follows the table's current stream until it is gone.
-    async fn follow_stream(&self) -> anyhow::Result<()> {
+    /// Announces what the stream said: to this replica's hub, and through the topic to
+    /// every replica when holding the lease. The topic is tried until it takes them (the
+    /// shards' positions move on only after), or the lease is gone.
+    async fn announce(
+        &self,
+        notices: Vec<Notice>,
+        lease: Option<&StreamLease>,
+    ) -> anyhow::Result<()> {
+        if notices.is_empty() {
+            return Ok(());
+        }
+        for notice in &notices {
+            let _ = self.sender.send(notice.clone());
+        }
+        let (Some(_), Some((_, fanout))) = (lease, &self.shared) else {
+            return Ok(());
+        };
+        let mut failures = 0;
+        while let Err(e) = fanout.publish(&notices).await {
+            failures += 1;
+            anyhow::ensure!(failures < 8, "cannot publish notices: {e:?}");
+            tracing::warn!(error = ?e, "cannot publish notices; retrying");
+            tokio::time::sleep(backoff(failures)).await;
+        }
+        Ok(())
+    }
+
+    /// Follows the table's current stream, from `checkpoints`, until it fails, or (with a
+    /// lease) until another replica holds the lease: then `Ok`.
+    async fn follow_stream(
+        &self,
+        checkpoints: Checkpoints,
+        lease: Option<&StreamLease>,
+    ) -> anyhow::Result<()> {
         let arn = self.stream_arn().await?;
         let mut shards: HashMap<String, Shard> = HashMap::new();
-        self.refresh(&arn, &mut shards, Position::Latest).await?;
+        self.refresh(&arn, &mut shards, Position::Latest, &checkpoints)
+            .await?;
         tracing::info!(stream = %arn, shards = shards.len(), "following the table's stream");
         // Whatever was committed before the shards were positioned is in the store.
-        let _ = self.sender.send(Notice::Resync);
-        let mut refreshed = tokio::time::Instant::now();
+        self.announce(vec![Notice::Resync], lease).await?;
+        let mut refreshed = Instant::now();
+        let mut renewed = Instant::now();
+        let mut heard = Instant::now();
+        let mut collected: Option<Instant> = None;
         loop {
-            let ready = ready_shards(&shards, tokio::time::Instant::now());
+            let ready = ready_shards(&shards, Instant::now());
             let polls = ready.iter().map(|id| {
                 let shard = &shards[id];
                 self.poll_shard(&arn, id, shard.position.clone(), shard.iterator.clone())
@@ -165,7 +315,17 @@ impl Consumer {
             let results = futures::future::join_all(polls).await;
             let mut busy = false;
             let mut ended = false;
-            for (id, (polled, position, iterator)) in ready.into_iter().zip(results) {
+            let mut notices = Vec::new();
+            let mut moves = Vec::new();
+            for (id, poll) in ready.into_iter().zip(results) {
+                notices.extend(poll.notices);
+                moves.push((id, poll.polled, poll.position, poll.iterator));
+            }
+            // The notices go out before any shard moves past their records: a reader that
+            // dies in between leaves checkpoints from which they are read again.
+            let had_notices = !notices.is_empty();
+            self.announce(notices, lease).await?;
+            for (id, polled, position, iterator) in moves {
                 let shard = shards.get_mut(&id).expect("polled shards exist");
                 shard.position = position;
                 shard.iterator = iterator;
@@ -181,20 +341,53 @@ impl Consumer {
                     Polled::Trimmed => {
                         shard.position = Position::TrimHorizon;
                         shard.iterator = None;
-                        let _ = self.sender.send(Notice::Resync);
+                        self.announce(vec![Notice::Resync], lease).await?;
                     }
                     Polled::Failed => {
                         shard.failures += 1;
-                        shard.retry_at = tokio::time::Instant::now() + backoff(shard.failures);
+                        shard.retry_at = Instant::now() + backoff(shard.failures);
                     }
+                }
+                if shard.settle() {
+                    tracing::info!(shard = %id, "a shard lost its position; the store is read again");
+                    self.announce(vec![Notice::Resync], lease).await?;
                 }
             }
             if ended || refreshed.elapsed() >= SHARD_REFRESH {
-                self.refresh(&arn, &mut shards, Position::TrimHorizon)
-                    .await?;
-                refreshed = tokio::time::Instant::now();
+                self.refresh(
+                    &arn,
+                    &mut shards,
+                    Position::TrimHorizon,
+                    &Checkpoints::new(),
+                )
+                .await?;
+                refreshed = Instant::now();
                 if shards.is_empty() {
                     anyhow::bail!("the stream {arn} has no shards left");
+                }
+            }
+            if let (Some(lease), Some((_, fanout))) = (lease, &self.shared) {
+                let positions = checkpoints_of(&shards);
+                *self.last_checkpoints.lock().await = positions.clone();
+                if renewed.elapsed() >= lease.duration() / 3 {
+                    if !lease.renew(&positions).await? {
+                        return Ok(());
+                    }
+                    renewed = Instant::now();
+                }
+                if had_notices {
+                    heard = Instant::now();
+                } else if heard.elapsed() >= HEARTBEAT {
+                    if let Err(e) = fanout.heartbeat().await {
+                        tracing::warn!(error = ?e, "cannot publish the stream reader's heartbeat");
+                    }
+                    heard = Instant::now();
+                }
+                if collected.is_none_or(|at| at.elapsed() >= COLLECT_EVERY) {
+                    collected = Some(Instant::now());
+                    if let Err(e) = fanout.collect_dead_replicas().await {
+                        tracing::warn!(error = ?e, "cannot collect the queues of dead replicas");
+                    }
                 }
             }
             if !busy {
@@ -203,13 +396,14 @@ impl Consumer {
         }
     }
 
-    /// Adds the stream's new shards (starting at `start`) and forgets finished shards that
-    /// have aged out of it.
+    /// Adds the stream's new shards (starting at their checkpoint, or at `start`) and
+    /// forgets finished shards that have aged out of it.
     async fn refresh(
         &self,
         arn: &str,
         shards: &mut HashMap<String, Shard>,
         start: Position,
+        checkpoints: &Checkpoints,
     ) -> anyhow::Result<()> {
         let mut listed = Vec::new();
         let mut after: Option<String> = None;
@@ -231,18 +425,25 @@ impl Consumer {
                 None => break,
             }
         }
-        merge_listing(shards, listed, start, tokio::time::Instant::now());
+        merge_listing(shards, listed, start, checkpoints, Instant::now());
         Ok(())
     }
 
-    /// One read of a shard: the outcome, and where the next read starts.
+    /// One read of a shard: the outcome, where the next read starts, and the notices of
+    /// the records read.
     async fn poll_shard(
         &self,
         arn: &str,
         shard: &str,
         position: Position,
         iterator: Option<String>,
-    ) -> (Polled, Position, Option<String>) {
+    ) -> Poll {
+        let done = |polled, position, iterator| Poll {
+            polled,
+            position,
+            iterator,
+            notices: Vec::new(),
+        };
         let iterator = match (&position, iterator) {
             (Position::After(_), _) | (_, None) => {
                 let (kind, seq) = match &position {
@@ -265,7 +466,7 @@ impl Consumer {
                 {
                     Ok(out) => match out.shard_iterator {
                         Some(it) => it,
-                        None => return (Polled::Ended, position, None),
+                        None => return done(Polled::Ended, position, None),
                     },
                     Err(e) => {
                         let polled = match e.as_service_error() {
@@ -276,13 +477,14 @@ impl Consumer {
                                 Polled::Failed
                             }
                         };
-                        return (polled, position, None);
+                        return done(polled, position, None);
                     }
                 }
             }
             (_, Some(iterator)) => iterator,
         };
         self.requests.count("dynamodbstreams", "GetRecords");
+        self.requests.stream_read(shard);
         match self
             .streams
             .get_records()
@@ -293,17 +495,12 @@ impl Consumer {
         {
             Ok(out) => {
                 let records = out.records.unwrap_or_default();
-                for record in &records {
-                    if let Some(notice) = notice_of(record) {
-                        let _ = self.sender.send(notice);
-                    }
-                }
+                let notices = records.iter().filter_map(notice_of).collect();
                 let last = records
                     .iter()
                     .rev()
                     .find_map(|r| r.dynamodb.as_ref()?.sequence_number.clone());
-                let next = out.next_shard_iterator;
-                match (last, next) {
+                let (polled, position, iterator) = match (last, out.next_shard_iterator) {
                     (_, None) => (Polled::Ended, position, None),
                     (Some(seq), Some(_)) => {
                         (Polled::Records(records.len()), Position::After(seq), None)
@@ -315,6 +512,12 @@ impl Consumer {
                         };
                         (Polled::Records(0), position, keep)
                     }
+                };
+                Poll {
+                    polled,
+                    position,
+                    iterator,
+                    notices,
                 }
             }
             Err(SdkError::ServiceError(e)) => {
@@ -328,14 +531,25 @@ impl Consumer {
                         Polled::Failed
                     }
                 };
-                (polled, position, None)
+                done(polled, position, None)
             }
             Err(e) => {
                 tracing::debug!(error = ?e, shard, "GetRecords failed");
-                (Polled::Failed, position, None)
+                done(Polled::Failed, position, None)
             }
         }
     }
+}
+
+/// How far each shard has been read (and announced): the lease's checkpoints.
+fn checkpoints_of(shards: &HashMap<String, Shard>) -> Checkpoints {
+    shards
+        .iter()
+        .filter_map(|(id, shard)| match &shard.position {
+            Position::After(seq) => Some((id.clone(), seq.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The shards to poll now: not read to their end, not backing off, and whose parent (if
@@ -355,14 +569,16 @@ fn ready_shards(shards: &HashMap<String, Shard>, now: tokio::time::Instant) -> V
         .collect()
 }
 
-/// Merges a `DescribeStream` listing into the known shards: new ones start at `start`,
-/// and finished ones the stream no longer lists are forgotten. On the first listing,
-/// shards already closed are history (the store has all of it) and are not read.
+/// Merges a `DescribeStream` listing into the known shards: new ones start at their
+/// checkpoint, if any, else at `start`; finished ones the stream no longer lists are
+/// forgotten. On the first listing, shards already closed with no checkpoint are history
+/// (the store has all of it) and are not read.
 fn merge_listing(
     shards: &mut HashMap<String, Shard>,
     listed: Vec<aws_sdk_dynamodbstreams::types::Shard>,
     start: Position,
-    now: tokio::time::Instant,
+    checkpoints: &Checkpoints,
+    now: Instant,
 ) {
     let first = shards.is_empty();
     let present: std::collections::HashSet<String> =
@@ -377,13 +593,16 @@ fn merge_listing(
             .sequence_number_range
             .as_ref()
             .is_some_and(|r| r.ending_sequence_number.is_some());
+        let checkpoint = checkpoints.get(&id).cloned();
         shards.insert(
             id,
             Shard {
                 parent: shard.parent_shard_id,
-                position: start.clone(),
+                done: first && closed && checkpoint.is_none(),
+                position: checkpoint.map_or_else(|| start.clone(), Position::After),
                 iterator: None,
-                done: first && closed,
+                positioned: false,
+                lost: false,
                 failures: 0,
                 retry_at: now,
             },
@@ -454,6 +673,7 @@ mod tests {
             &mut shards,
             vec![listed("p", None, false)],
             Position::Latest,
+            &Checkpoints::new(),
             now,
         );
         assert_eq!(shards["p"].position, Position::Latest);
@@ -464,7 +684,13 @@ mod tests {
             listed("c1", Some("p"), false),
             listed("c2", Some("p"), false),
         ];
-        merge_listing(&mut shards, split, Position::TrimHorizon, now);
+        merge_listing(
+            &mut shards,
+            split,
+            Position::TrimHorizon,
+            &Checkpoints::new(),
+            now,
+        );
         assert_eq!(shards["c1"].position, Position::TrimHorizon);
         assert!(
             !shards["p"].done,
@@ -479,7 +705,13 @@ mod tests {
             listed("c1", Some("p"), false),
             listed("c2", Some("p"), false),
         ];
-        merge_listing(&mut shards, aged, Position::TrimHorizon, now);
+        merge_listing(
+            &mut shards,
+            aged,
+            Position::TrimHorizon,
+            &Checkpoints::new(),
+            now,
+        );
         assert!(
             !shards.contains_key("p"),
             "a finished shard the stream dropped is forgotten"
@@ -496,7 +728,13 @@ mod tests {
         let now = tokio::time::Instant::now();
         let mut shards = HashMap::new();
         let listing = vec![listed("old", None, true), listed("new", Some("old"), false)];
-        merge_listing(&mut shards, listing, Position::Latest, now);
+        merge_listing(
+            &mut shards,
+            listing,
+            Position::Latest,
+            &Checkpoints::new(),
+            now,
+        );
         assert!(shards["old"].done);
         assert_eq!(ready(&shards, now), ["new"]);
     }
@@ -509,6 +747,7 @@ mod tests {
             &mut shards,
             vec![listed("s", None, false)],
             Position::Latest,
+            &Checkpoints::new(),
             now,
         );
         shards.get_mut("s").unwrap().retry_at = now + Duration::from_secs(1);
@@ -516,6 +755,52 @@ mod tests {
         assert_eq!(ready(&shards, now + Duration::from_secs(1)), ["s"]);
         assert_eq!(backoff(1), Duration::from_millis(200));
         assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+
+    /// A reader taking over the lease starts each shard where its predecessor left it,
+    /// closed shards included: nothing between the two readers is skipped.
+    #[test]
+    fn a_new_lease_holder_starts_at_the_checkpoints() {
+        let now = tokio::time::Instant::now();
+        let mut shards = HashMap::new();
+        let checkpoints = Checkpoints::from([("old".to_owned(), "150".to_owned())]);
+        let listing = vec![listed("old", None, true), listed("new", Some("old"), false)];
+        merge_listing(&mut shards, listing, Position::Latest, &checkpoints, now);
+        assert_eq!(shards["old"].position, Position::After("150".into()));
+        assert!(!shards["old"].done, "read to its end first");
+        assert_eq!(ready(&shards, now), ["old"]);
+        assert_eq!(checkpoints_of(&shards), checkpoints);
+    }
+
+    /// A shard read from LATEST that loses its iterator (an error, an expiry) before its
+    /// first record takes a new LATEST one: what was written in between is never read,
+    /// so readers are told to re-read the store, once the shard is positioned again.
+    #[test]
+    fn a_shard_that_loses_its_latest_position_asks_for_a_resync() {
+        let now = tokio::time::Instant::now();
+        let mut shards = HashMap::new();
+        merge_listing(
+            &mut shards,
+            vec![listed("s", None, false)],
+            Position::Latest,
+            &Checkpoints::new(),
+            now,
+        );
+        let shard = shards.get_mut("s").unwrap();
+        assert!(!shard.settle(), "not yet positioned: nothing lost");
+        shard.iterator = Some("it-1".into());
+        assert!(!shard.settle(), "positioned");
+        shard.iterator = None; // GetRecords failed, or the iterator expired
+        assert!(!shard.settle(), "told once positioned again, not before");
+        shard.iterator = Some("it-2".into());
+        assert!(
+            shard.settle(),
+            "records between the two iterators were skipped"
+        );
+        assert!(!shard.settle(), "told once");
+        shard.position = Position::After("200".into());
+        shard.iterator = None;
+        assert!(!shard.settle(), "a shard past its first record never skips");
     }
 
     #[test]
