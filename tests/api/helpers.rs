@@ -69,6 +69,22 @@ pub async fn spawn_app_in(
     }
 }
 
+impl TestApp {
+    /// A client of a server this test started as a child process (see `process.rs`),
+    /// whose data dir (and so token secret) is `data_dir`.
+    pub fn external(base: String, data_dir: Arc<TempDir>) -> TestApp {
+        let secret = load_or_create_secret(data_dir.path()).expect("secret");
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            data_dir,
+            auth: Authenticator::new(&secret, Duration::from_secs(5)),
+            stop: None,
+            server: None,
+        }
+    }
+}
+
 /// Whether the API suite runs against the AWS backend (`TEST_BACKEND=aws`, with
 /// the emulator's `AWS_*` variables, as `scripts/test` sets them) rather than the embedded
 /// one.
@@ -173,6 +189,77 @@ impl TestApp {
                     .expect("PutObject");
             }
         }
+    }
+
+    /// The tags of an upload's object (`key=value`), on AWS; `None` on the embedded
+    /// backend, which keeps no tags, or when there is no such object.
+    pub async fn object_tags(&self, space: &str, upload: &str) -> Option<Vec<String>> {
+        let (s3, bucket) = self.s3().await?;
+        let out = s3
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(format!("{space}/{upload}"))
+            .send()
+            .await
+            .ok()?;
+        Some(
+            out.tag_set()
+                .iter()
+                .map(|t| format!("{}={}", t.key(), t.value()))
+                .collect(),
+        )
+    }
+
+    /// On AWS, writes an upload's object straight into the bucket, tagged as the upload
+    /// URL tags it (as a second PUT through that URL would), bypassing the URL's
+    /// conditions.
+    pub async fn put_pending_object(&self, space: &str, upload: &str, bytes: &[u8]) {
+        let (s3, bucket) = self.s3().await.expect("on AWS");
+        s3.put_object()
+            .bucket(bucket)
+            .key(format!("{space}/{upload}"))
+            .tagging("Status=Pending")
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .expect("PutObject");
+    }
+
+    /// The object a presigned download URL (path style) points at, on AWS: its size,
+    /// stored SHA-256 (hex) and tags.
+    pub async fn object_of_url(&self, url: &str) -> Option<StoredObject> {
+        let (s3, bucket) = self.s3().await?;
+        let path = url.split('?').next()?;
+        let key = path.split_once(&format!("/{bucket}/"))?.1.to_owned();
+        let head = s3
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .ok()?;
+        use base64::Engine;
+        let sha256 = head
+            .checksum_sha256()
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .map(hex::encode);
+        let tags = s3
+            .get_object_tagging()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .ok()?
+            .tag_set()
+            .iter()
+            .map(|t| format!("{}={}", t.key(), t.value()))
+            .collect();
+        Some(StoredObject {
+            size: head.content_length().unwrap_or(0) as u64,
+            sha256,
+            tags,
+        })
     }
 
     /// An S3 client on the app's bucket, on AWS.
@@ -367,6 +454,16 @@ impl TestApp {
             .clone()
     }
 
+    /// `cancelUpload` of a ticket; the raw response.
+    pub async fn cancel_raw(&self, user: &str, ticket: &Ticket) -> Value {
+        self.gql_as(
+            Some(user),
+            "mutation($id: ID!, $t: String!) { cancelUpload(uploadId: $id, uploadToken: $t) }",
+            json!({ "id": ticket.upload_id(), "t": ticket.token() }),
+        )
+        .await
+    }
+
     pub async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.expect("GET")
     }
@@ -378,6 +475,14 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// An object in the bucket, as S3 describes it.
+#[derive(Debug)]
+pub struct StoredObject {
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub tags: Vec<String>,
 }
 
 pub const FILE_FIELDS: &str = "id spaceId name version size sha256 contentType creator deleted cursor downloadUrl metadata { key value }";
