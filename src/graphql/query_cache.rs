@@ -15,6 +15,12 @@ use async_graphql::{Request, ServerError};
 const CAPACITY: usize = 512;
 /// Queries longer than this are parsed every time rather than kept.
 const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Deepest nesting of brackets (`{`, `[`, `(`) a query may have. The parser and every
+/// walk of a parsed value recurse once per level: a few thousand levels overflow a
+/// worker's stack and abort the process. Real queries stay far below this (GraphiQL's
+/// introspection query nests about 20 deep); JSON variables are bounded by serde_json
+/// (128 levels).
+pub const MAX_NESTING: usize = 64;
 
 pub struct QueryCache {
     // A std Mutex: held for one lookup or insert, never across an await.
@@ -46,6 +52,7 @@ impl QueryCache {
     /// document with more aliases than allowed (aliases multiply the work one request
     /// asks for: `a1: file(...) a2: file(...) ...`).
     pub fn prepare(&self, request: &mut Request) -> Result<(), ServerError> {
+        check_nesting(&request.query)?;
         let cached = self
             .documents
             .lock()
@@ -93,6 +100,54 @@ impl QueryCache {
     }
 }
 
+/// Refuses a query whose brackets nest deeper than [`MAX_NESTING`], before anything parses
+/// or walks it. One pass over the bytes: strings, block strings and comments are skipped
+/// (every delimiter is ASCII, so a byte scan is safe on UTF-8).
+pub fn check_nesting(query: &str) -> Result<(), ServerError> {
+    let bytes = query.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > MAX_NESTING {
+                    return Err(ServerError::new(
+                        format!("the query nests deeper than {MAX_NESTING} levels"),
+                        None,
+                    ));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// The aliased fields in the document's operations and fragments, and whether any of
 /// them introspects the schema.
 fn shape_of(doc: &ExecutableDocument) -> Shape {
@@ -125,6 +180,28 @@ fn shape_of(doc: &ExecutableDocument) -> Shape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_and_comments() {
+        let deep = |open: &str, close: &str, n: usize| {
+            format!("{{ f(a: {}1{}) }}", open.repeat(n), close.repeat(n))
+        };
+        assert!(check_nesting(&deep("[", "]", 60)).is_ok());
+        assert!(check_nesting(&deep("[", "]", 63)).is_err());
+        assert!(check_nesting(&deep("{a:", "}", 100_000)).is_err());
+        let quoted = format!(
+            "{{ f(a: \"{}\" b: \"\"\"{}\\\"\"\"\"\"\") }} # {}",
+            "[".repeat(500),
+            "{".repeat(500),
+            "(".repeat(500)
+        );
+        assert!(
+            check_nesting(&quoted).is_ok(),
+            "brackets in strings and comments"
+        );
+        let after = format!("{quoted}\n{}", deep("[", "]", 100));
+        assert!(check_nesting(&after).is_err(), "a comment ends at its line");
+    }
 
     #[test]
     fn aliases_are_counted_everywhere_and_limited() {

@@ -81,6 +81,9 @@ pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
             .expose_headers([
                 HeaderName::from_static("x-request-id"),
                 HeaderName::from_static("retry-after"),
+                HeaderName::from_static("content-range"),
+                HeaderName::from_static("accept-ranges"),
+                HeaderName::from_static("content-disposition"),
             ])
             .max_age(Duration::from_secs(600)),
     ))
@@ -96,8 +99,9 @@ pub fn router(
     let mut router = Router::new()
         .route(
             "/graphql",
-            get(graphql::graphql_handler)
-                .post(graphql::graphql_handler)
+            get(graphql::graphql_get)
+                .post(graphql::graphql_post)
+                .fallback(graphql::graphql_other_method)
                 .layer(body_limit)
                 .layer(axum::middleware::map_response_with_state(
                     state.clone(),

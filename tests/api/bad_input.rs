@@ -232,10 +232,10 @@ async fn every_bad_input_has_its_code_and_changes_nothing() {
             "BAD_INPUT",
         ),
         (
-            // Parsed as a request with no query: a GraphQL error, with HTTP 200.
+            // A request with no query: a missing parameter, 400 (GraphQL over HTTP).
             "JSON that is not a request",
             post("{\"nope\": 1}".into(), "application/json"),
-            200,
+            400,
             "BAD_INPUT",
         ),
         (

@@ -13,18 +13,20 @@ use crate::helpers::{TestApp, spawn_app};
 use crate::live::spawn_writers;
 use crate::ws_client::EVENT_FIELDS;
 
-fn js_dir() -> PathBuf {
+pub fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
 }
 
-/// `npm ci` once per test run, unless the client is already installed.
-fn install_client() {
+/// `npm ci` once per test run, unless the packages are already installed.
+pub fn install_client() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        if js_dir()
-            .join("node_modules/graphql-ws/package.json")
-            .exists()
-        {
+        let installed = ["graphql-ws", "graphql-http"].iter().all(|p| {
+            js_dir()
+                .join(format!("node_modules/{p}/package.json"))
+                .exists()
+        });
+        if installed {
             return;
         }
         let status = std::process::Command::new("npm")

@@ -10,6 +10,8 @@ mod cli;
 mod concurrency;
 mod crash;
 mod helpers;
+mod hostile;
+mod http_audit;
 mod js_client;
 mod limits;
 mod live;
