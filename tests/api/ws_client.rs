@@ -202,6 +202,27 @@ impl WsClient {
         }
     }
 
+    /// Closes with 1000 and waits for the server's answer: the close code it echoes
+    /// (`None` if the connection just ended).
+    pub async fn close_and_wait_for_echo(mut self) -> Option<u16> {
+        use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        self.socket
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("close sent");
+        loop {
+            match tokio::time::timeout(PATIENCE, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code.into()),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) | Err(_) => return None,
+            }
+        }
+    }
+
     /// Closes from the client side.
     pub async fn hang_up(mut self) {
         let _ = self.socket.close(None).await;

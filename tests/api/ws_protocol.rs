@@ -181,3 +181,20 @@ async fn idle_connections_get_keep_alives_in_both_protocols() {
         assert!(ws.keep_alives >= 2, "{protocol}: {} pings", ws.keep_alives);
     }
 }
+
+/// RFC 6455 §5.5.1: a close frame is answered with a close frame before the connection
+/// ends, so clients see their own close code (1000), not 1006.
+#[tokio::test]
+async fn a_client_close_is_echoed() {
+    let app = spawn_app().await;
+    for protocol in [TRANSPORT_WS, LEGACY] {
+        let ws = app.ws_as("alice", protocol).await;
+        assert_eq!(ws.close_and_wait_for_echo().await, Some(1000), "{protocol}");
+        let ws = app.ws_connect(protocol).await;
+        assert_eq!(
+            ws.close_and_wait_for_echo().await,
+            Some(1000),
+            "{protocol}, before connection_init"
+        );
+    }
+}

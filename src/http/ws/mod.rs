@@ -137,6 +137,8 @@ fn poll_part<S: Stream + Unpin>(part: &mut Option<S>, cx: &mut TaskContext<'_>) 
 enum Exit {
     /// Close the socket with this code and reason.
     Close(u16, String),
+    /// The client closed the socket: echo its close frame (RFC 6455 §5.5.1), then drop it.
+    Closed,
     /// The client went away or stopped reading: just drop the socket.
     Drop,
 }
@@ -174,9 +176,16 @@ impl Connection {
             operations: StreamMap::with_capacity(1),
         };
         async move {
-            let exit = conn.run(&mut source, &settings).await;
-            if let Exit::Close(code, reason) = exit {
-                let _ = Box::pin(conn.close(code, reason, settings.send_timeout)).await;
+            match conn.run(&mut source, &settings).await {
+                Exit::Close(code, reason) => {
+                    let _ = Box::pin(conn.close(code, reason, settings.send_timeout)).await;
+                }
+                Exit::Closed => {
+                    // The reply tungstenite queued when it read the client's close frame
+                    // goes out when the sink is closed (flushed).
+                    let _ = tokio::time::timeout(settings.send_timeout, conn.sink.close()).await;
+                }
+                Exit::Drop => {}
             }
             connections.dec();
         }
@@ -223,7 +232,8 @@ impl Connection {
                     )),
                     // tungstenite answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => Err(Exit::Drop),
+                    Some(Ok(Message::Close(_))) => Err(Exit::Closed),
+                    Some(Err(_)) | None => Err(Exit::Drop),
                 },
                 Some((id, result)) = self.operations.next(), if !self.operations.is_empty() => {
                     Box::pin(self.deliver(id, result)).await
