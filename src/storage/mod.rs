@@ -77,8 +77,13 @@ pub enum Notice {
     /// `user`'s role in the space changed, or `user` left it.
     MembershipChanged { space_id: SpaceId, user: UserId },
     /// Notices may have been lost (the stream was trimmed before it was read): every
-    /// reader should check the store for what it follows.
+    /// reader should check the store for what it follows, memberships included.
     Resync,
+    /// Commit notices may be late (the replica hears nothing from the stream's reader):
+    /// re-read the commit log of every space followed. Cheaper than `Resync`: no
+    /// membership is read again (a change committed after a membership change is
+    /// checked anyway, by its membership epoch).
+    Reread,
 }
 
 /// Versioned metadata: spaces, members, files, versions, pending uploads.

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone, Default)]
 pub struct RequestCounter {
     counts: Arc<Mutex<BTreeMap<(&'static str, &'static str), u64>>>,
-    /// `GetRecords` calls per stream shard.
-    stream_reads: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// `GetRecords` calls per stream shard, oldest shard first.
+    stream_reads: Arc<Mutex<indexmap::IndexMap<String, u64>>>,
 }
+
+/// Shards whose reads are counted (see [`RequestCounter::stream_read`]).
+const STREAM_SHARDS_KEPT: usize = 64;
 
 impl RequestCounter {
     pub fn count(&self, service: &'static str, operation: &'static str) {
@@ -31,12 +34,17 @@ impl RequestCounter {
         self.count("filesync", "SeqRetry");
     }
 
-    /// A `GetRecords` call on a shard of the table's stream.
+    /// A `GetRecords` call on a shard of the table's stream. Shards come and go (one
+    /// lives about four hours): only the most recently read [`STREAM_SHARDS_KEPT`] are
+    /// counted, so the counts stay bounded.
     pub fn stream_read(&self, shard: &str) {
         let mut reads = self.stream_reads.lock().unwrap_or_else(|e| e.into_inner());
         match reads.get_mut(shard) {
             Some(n) => *n += 1,
             None => {
+                if reads.len() >= STREAM_SHARDS_KEPT {
+                    reads.shift_remove_index(0);
+                }
                 reads.insert(shard.to_owned(), 1);
             }
         }

@@ -187,19 +187,25 @@ impl SyncService {
             let Some(_guard) = self.inner.upload_locks.try_lock(upload.id) else {
                 continue;
             };
-            let abandoned = match upload.state {
+            let purge_at = match upload.state {
                 UploadState::Pending => {
-                    let purge_at = self.last_write_at(&upload).min(now());
-                    self.inner
+                    let purge_at = self.last_write_at(&upload);
+                    if !self
+                        .inner
                         .store
                         .meta
                         .abandon_upload(upload.id, purge_at)
                         .await?
+                    {
+                        continue;
+                    }
+                    purge_at
                 }
-                UploadState::Abandoned => true,
-                UploadState::Committed => false,
+                // Due for removal: its last write could land before now.
+                UploadState::Abandoned => now(),
+                UploadState::Committed => continue,
             };
-            if abandoned && self.purge(&upload, now()).await {
+            if self.purge(&upload, purge_at).await {
                 swept += 1;
             }
         }
@@ -227,10 +233,13 @@ impl SyncService {
         }
     }
 
-    /// When the last URL that can write an upload's content expires: a PUT sent through
-    /// it after a cancel stores bytes that must be removed again.
+    /// When the last write of an upload's content may land: its URL's expiry (a PUT sent
+    /// through it after a cancel stores bytes that must be removed again), plus as long
+    /// again for a transfer that began just before (S3 checks a presigned URL when the
+    /// request starts, not when it ends).
     fn last_write_at(&self, upload: &PendingUpload) -> Millis {
-        (upload.created_at + millis(self.inner.limits.url_ttl)).min(upload.expires_at)
+        let url_ttl = millis(self.inner.limits.url_ttl);
+        (upload.created_at + url_ttl).min(upload.expires_at) + url_ttl
     }
 
     /// Validates `beginUpload` input and builds the pending upload (not yet stored).

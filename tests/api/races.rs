@@ -61,7 +61,9 @@ async fn a_member_removed_mid_replay_receives_nothing_committed_after_and_is_end
     }
     let last_before = VERSIONS + 1;
 
-    let mut bob = app.ws_as("bob", TRANSPORT_WS).await;
+    // A small receive buffer: what the server has sent and bob has not read stays small.
+    let bob = app.ws_connect_with(TRANSPORT_WS, Some(4096)).await;
+    let mut bob = app.ws_init(bob, "bob").await;
     bob.subscribe(
         "s",
         "subscription($s: ID!, $c: Cursor) { changes(spaceId: $s, since: $c) {
@@ -159,17 +161,21 @@ async fn commit_and_cancel_racing_on_two_replicas_agree_and_lose_no_committed_by
     let a = Arc::new(spawn_app_with(|s| s.storage.events_queue_url = None).await);
     let b = Arc::new(spawn_app_in(a.data_dir.clone(), |s| s.storage.events_queue_url = None).await);
     let space = a.create_space("alice", "Team").await;
+    // How long a commit takes here: the cancels start across that span.
+    let started = tokio::time::Instant::now();
+    a.upload("alice", &space, "calibration.txt", b"x").await;
+    let span = started.elapsed().as_millis() as u64;
     let (mut committed, mut cancelled) = (0, 0);
-    for round in 0..60 {
+    for round in 0..60u64 {
         let bytes = format!("round {round}").into_bytes();
         let ticket = a
             .begin_upload("alice", &space, &format!("r{round}.txt"), &bytes, json!({}))
             .await;
         assert_eq!(a.put_bytes(&ticket, bytes.clone()).await.status(), 200);
         let started = tokio::time::Instant::now();
-        // The cancel starts from 0 to 59 ms after the commit, a millisecond more each
-        // round: each side wins some rounds, and some rounds cross in the middle.
-        let lag = Duration::from_millis(round);
+        // The cancel starts from 0 to 1.5 times a commit's duration after the commit, a
+        // little later each round: each side wins some rounds, some cross in the middle.
+        let lag = Duration::from_millis(round * span * 3 / 2 / 60);
         let (commit, cancel) = tokio::join!(a.commit_raw("alice", &ticket), async {
             tokio::time::sleep(lag).await;
             b.cancel_raw("alice", &ticket).await

@@ -31,8 +31,11 @@ const FALLBACK_READS: Duration = Duration::from_secs(1);
 const REGISTRY_REFRESH: Duration = Duration::from_secs(60);
 /// A replica not seen for this long is gone: its queue and subscription are deleted.
 const REPLICA_GONE: Duration = Duration::from_secs(600);
-/// Notices per SNS message (well under the 256 KiB limit).
-const NOTICES_PER_MESSAGE: usize = 1000;
+/// Largest SNS message body this sends (SNS takes 256 KiB).
+const MAX_MESSAGE_BYTES: usize = 200 * 1024;
+/// Every this many seconds of silence, the fallback also rechecks memberships (a full
+/// `Resync`); the other seconds it only re-reads commit logs (`Reread`).
+const FALLBACK_RECHECK_EVERY: u64 = 10;
 
 const REPLICA_PK: &str = "REPLICA";
 
@@ -44,7 +47,7 @@ struct Envelope {
     notices: Vec<Wire>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "t")]
 enum Wire {
     #[serde(rename = "c")]
@@ -53,6 +56,8 @@ enum Wire {
     Membership { space: String, user: String },
     #[serde(rename = "r")]
     Resync,
+    #[serde(rename = "rr")]
+    Reread,
 }
 
 impl Wire {
@@ -67,6 +72,7 @@ impl Wire {
                 user: user.as_str().to_owned(),
             },
             Notice::Resync => Wire::Resync,
+            Notice::Reread => Wire::Reread,
         }
     }
 
@@ -81,6 +87,7 @@ impl Wire {
                 user: UserId::parse(&user).ok()?,
             },
             Wire::Resync => Notice::Resync,
+            Wire::Reread => Notice::Reread,
         })
     }
 }
@@ -124,6 +131,8 @@ pub struct Fanout {
     sender: broadcast::Sender<Notice>,
     requests: RequestCounter,
     inbox: tokio::sync::Mutex<Option<Inbox>>,
+    /// How many queues this replica has made (a remade queue gets a new name).
+    generation: std::sync::atomic::AtomicU32,
     /// A message came since the watchdog last looked.
     heard: AtomicBool,
 }
@@ -155,24 +164,27 @@ impl Fanout {
             sender,
             requests,
             inbox: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU32::new(0),
             heard: AtomicBool::new(false),
         }
     }
 
-    fn queue_name(&self) -> String {
-        // SQS names: up to 80 characters of [A-Za-z0-9_-].
-        let name = format!("{}{}", self.queue_prefix, self.replica);
+    fn queue_name(&self, generation: u32) -> String {
+        // SQS names: up to 80 characters of [A-Za-z0-9_-]. A queue made again gets a new
+        // name: SQS refuses a name deleted less than a minute ago.
+        let name = format!("{}{}-{generation}", self.queue_prefix, self.replica);
         name.chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
             .take(80)
             .collect()
     }
 
-    /// Publishes notices read from the stream to every replica; `Err` when the topic did
-    /// not take them (the caller keeps them and tries again).
+    /// Publishes notices read from the stream to every replica, collapsed (the highest
+    /// seq per space, each membership change once) and in messages of at most
+    /// [`MAX_MESSAGE_BYTES`]; `Err` when the topic did not take them.
     pub async fn publish(&self, notices: &[Notice]) -> anyhow::Result<()> {
-        for chunk in notices.chunks(NOTICES_PER_MESSAGE) {
-            self.send(chunk.iter().map(Wire::of).collect()).await?;
+        for message in messages(&collapse(notices)) {
+            self.send(message).await?;
         }
         Ok(())
     }
@@ -298,12 +310,19 @@ impl Fanout {
                 silent_for += FALLBACK_READS;
             }
             if silent_for >= SILENCE {
-                if silent_for == SILENCE {
+                let seconds = (silent_for - SILENCE).as_secs();
+                if seconds == 0 {
                     tracing::warn!(
                         "no notices from the stream's reader; reading the store every second"
                     );
                 }
-                let _ = self.sender.send(Notice::Resync);
+                self.requests.count("filesync", "NoticesFallback");
+                let notice = if seconds.is_multiple_of(FALLBACK_RECHECK_EVERY) {
+                    Notice::Resync
+                } else {
+                    Notice::Reread
+                };
+                let _ = self.sender.send(notice);
             }
             since_refresh += FALLBACK_READS;
             if since_refresh >= REGISTRY_REFRESH {
@@ -333,7 +352,7 @@ impl Fanout {
         let url = self
             .sqs
             .create_queue()
-            .queue_name(self.queue_name())
+            .queue_name(self.queue_name(self.generation.fetch_add(1, Ordering::Relaxed)))
             // Notices are only worth their first minutes; a queue nobody reads stays small.
             .attributes(QueueAttributeName::MessageRetentionPeriod, "300")
             .attributes(QueueAttributeName::VisibilityTimeout, "30")
@@ -465,6 +484,49 @@ impl Fanout {
     }
 }
 
+/// The same notices, each said once: the highest seq per space, each membership change
+/// once, a `Resync` (or `Reread`) first.
+fn collapse(notices: &[Notice]) -> Vec<Notice> {
+    let mut out: Vec<Notice> = Vec::new();
+    let mut latest: std::collections::HashMap<SpaceId, usize> = std::collections::HashMap::new();
+    for notice in notices {
+        match notice {
+            Notice::Committed { space_id, seq } => match latest.get(space_id) {
+                Some(&i) => {
+                    if let Notice::Committed { seq: known, .. } = &mut out[i] {
+                        *known = (*known).max(*seq);
+                    }
+                }
+                None => {
+                    latest.insert(*space_id, out.len());
+                    out.push(notice.clone());
+                }
+            },
+            other if out.contains(other) => {}
+            other => out.push(other.clone()),
+        }
+    }
+    out.sort_by_key(|n| !matches!(n, Notice::Resync | Notice::Reread));
+    out
+}
+
+/// `notices` as message bodies of at most [`MAX_MESSAGE_BYTES`] each.
+fn messages(notices: &[Notice]) -> Vec<Vec<Wire>> {
+    let mut messages = vec![Vec::new()];
+    let mut size = 0;
+    for notice in notices {
+        let wire = Wire::of(notice);
+        let len = serde_json::to_string(&wire).map_or(0, |s| s.len()) + 1;
+        if size + len > MAX_MESSAGE_BYTES && !messages.last().is_some_and(Vec::is_empty) {
+            messages.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        messages.last_mut().expect("one at least").push(wire);
+    }
+    messages
+}
+
 fn backoff(failures: u32) -> Duration {
     (Duration::from_millis(200) * 2u32.saturating_pow(failures.min(5))).min(Duration::from_secs(5))
 }
@@ -472,6 +534,51 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However many notices a poll finds, each message stays under SNS's limit, and
+    /// repeats are said once.
+    #[test]
+    fn notices_are_collapsed_and_cut_into_messages_that_fit() {
+        let space = SpaceId::new();
+        let long_user = "\"".repeat(250);
+        let mut notices = Vec::new();
+        for i in 0..3000u64 {
+            notices.push(Notice::Committed {
+                space_id: space,
+                seq: i,
+            });
+            notices.push(Notice::MembershipChanged {
+                space_id: SpaceId::new(),
+                user: UserId::parse(&format!("{long_user}{}", i % 9)).unwrap(),
+            });
+        }
+        notices.push(Notice::Resync);
+        let collapsed = collapse(&notices);
+        assert_eq!(collapsed[0], Notice::Resync, "a resync goes first");
+        let commits: Vec<_> = collapsed
+            .iter()
+            .filter(|n| matches!(n, Notice::Committed { .. }))
+            .collect();
+        assert_eq!(
+            commits,
+            [&Notice::Committed {
+                space_id: space,
+                seq: 2999
+            }]
+        );
+        assert_eq!(collapsed.len(), 3002);
+        let bodies = messages(&collapsed);
+        assert!(bodies.len() > 1, "cut in several messages");
+        for body in bodies.iter() {
+            let json = serde_json::to_string(&Envelope {
+                from: "r".into(),
+                notices: body.clone(),
+            })
+            .unwrap();
+            assert!(json.len() <= 210 * 1024, "{} bytes", json.len());
+        }
+        assert_eq!(bodies.iter().map(Vec::len).sum::<usize>(), collapsed.len());
+    }
 
     #[test]
     fn notices_go_through_the_topic_unchanged() {

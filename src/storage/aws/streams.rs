@@ -47,6 +47,9 @@ const SHARD_REFRESH: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the lease holder looks for the queues of replicas that died.
 const COLLECT_EVERY: Duration = Duration::from_secs(300);
+/// Failed reads in a row after which a shard's reader starts over (and a lease holder
+/// gives the lease up for another replica to try).
+const GIVE_UP_AFTER: u32 = 8;
 
 pub struct StreamFeed {
     sender: broadcast::Sender<Notice>,
@@ -130,38 +133,18 @@ struct Shard {
     position: Position,
     /// An iterator to follow, until the shard has given its first record.
     iterator: Option<String>,
-    /// Had a `LATEST` iterator once: losing it (an error, an expiry) and taking a new one
-    /// skips whatever was written in between.
-    positioned: bool,
-    /// Lost its `LATEST` position: once positioned again, the hub must re-read the store.
-    lost: bool,
     /// Read to its end: it is closed and every record was seen.
     done: bool,
     failures: u32,
     retry_at: Instant,
 }
 
-impl Shard {
-    /// After a poll: whether records may have been skipped unseen, so that readers must
-    /// re-read the store (`Resync`). Only a shard read from `LATEST` can skip any: one
-    /// that lost its iterator before its first record takes a new `LATEST` one, and what
-    /// was written meanwhile is never read. Told once it is positioned again, so that
-    /// the store is read after every record it will not show.
-    fn settle(&mut self) -> bool {
-        if self.position != Position::Latest {
-            return std::mem::take(&mut self.lost);
-        }
-        match self.iterator {
-            Some(_) => {
-                self.positioned = true;
-                std::mem::take(&mut self.lost)
-            }
-            None => {
-                self.lost |= self.positioned;
-                false
-            }
-        }
-    }
+/// Whether records may have been skipped unseen by a poll: one that took a fresh
+/// `LATEST` iterator (a shard's first position, or a new one after the last was lost to
+/// an error or an expiry before the shard gave a record) never reads what was written
+/// before it. Readers must then read the store (`Resync`), after the new position.
+fn skipped_records(position: &Position, fresh_iterator: bool) -> bool {
+    *position == Position::Latest && fresh_iterator
 }
 
 /// What one poll of a shard found.
@@ -180,6 +163,8 @@ struct Poll {
     position: Position,
     iterator: Option<String>,
     notices: Vec<Notice>,
+    /// It took a fresh `LATEST` iterator: see [`skipped_records`].
+    fresh_latest: bool,
 }
 
 impl Consumer {
@@ -234,8 +219,14 @@ impl Consumer {
                     }
                     Some(Err(e)) => {
                         failures += 1;
-                        tracing::warn!(error = ?e, "DynamoDB stream consumer failed; starting over");
-                        tokio::time::sleep(backoff(failures)).await;
+                        tracing::warn!(error = ?e, "DynamoDB stream consumer failed; giving the lease up");
+                        // Another replica may fare better; this one waits a lease out.
+                        let checkpoints = self.last_checkpoints.lock().await.clone();
+                        lease.release(&checkpoints).await;
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(lease.duration().max(backoff(failures))) => {}
+                        }
                     }
                 }
                 continue;
@@ -300,8 +291,6 @@ impl Consumer {
         self.refresh(&arn, &mut shards, Position::Latest, &checkpoints)
             .await?;
         tracing::info!(stream = %arn, shards = shards.len(), "following the table's stream");
-        // Whatever was committed before the shards were positioned is in the store.
-        self.announce(vec![Notice::Resync], lease).await?;
         let mut refreshed = Instant::now();
         let mut renewed = Instant::now();
         let mut heard = Instant::now();
@@ -318,6 +307,10 @@ impl Consumer {
             let mut notices = Vec::new();
             let mut moves = Vec::new();
             for (id, poll) in ready.into_iter().zip(results) {
+                if skipped_records(&shards[&id].position, poll.fresh_latest) {
+                    // Whatever was committed before this position is in the store only.
+                    notices.push(Notice::Resync);
+                }
                 notices.extend(poll.notices);
                 moves.push((id, poll.polled, poll.position, poll.iterator));
             }
@@ -346,11 +339,11 @@ impl Consumer {
                     Polled::Failed => {
                         shard.failures += 1;
                         shard.retry_at = Instant::now() + backoff(shard.failures);
+                        anyhow::ensure!(
+                            shard.failures < GIVE_UP_AFTER,
+                            "shard {id} failed {GIVE_UP_AFTER} reads in a row"
+                        );
                     }
-                }
-                if shard.settle() {
-                    tracing::info!(shard = %id, "a shard lost its position; the store is read again");
-                    self.announce(vec![Notice::Resync], lease).await?;
                 }
             }
             if ended || refreshed.elapsed() >= SHARD_REFRESH {
@@ -375,9 +368,12 @@ impl Consumer {
                     }
                     renewed = Instant::now();
                 }
+                // A heartbeat says "I am reading", not only "I am alive": none while a shard
+                // keeps failing, so that the others read the store instead.
+                let reading = shards.values().all(|s| s.done || s.failures < 3);
                 if had_notices {
                     heard = Instant::now();
-                } else if heard.elapsed() >= HEARTBEAT {
+                } else if reading && heard.elapsed() >= HEARTBEAT {
                     if let Err(e) = fanout.heartbeat().await {
                         tracing::warn!(error = ?e, "cannot publish the stream reader's heartbeat");
                     }
@@ -438,11 +434,13 @@ impl Consumer {
         position: Position,
         iterator: Option<String>,
     ) -> Poll {
-        let done = |polled, position, iterator| Poll {
+        let mut fresh_latest = false;
+        let done = |polled, position, iterator, fresh_latest| Poll {
             polled,
             position,
             iterator,
             notices: Vec::new(),
+            fresh_latest,
         };
         let iterator = match (&position, iterator) {
             (Position::After(_), _) | (_, None) => {
@@ -465,8 +463,11 @@ impl Consumer {
                     .await
                 {
                     Ok(out) => match out.shard_iterator {
-                        Some(it) => it,
-                        None => return done(Polled::Ended, position, None),
+                        Some(it) => {
+                            fresh_latest = position == Position::Latest;
+                            it
+                        }
+                        None => return done(Polled::Ended, position, None, false),
                     },
                     Err(e) => {
                         let polled = match e.as_service_error() {
@@ -477,7 +478,7 @@ impl Consumer {
                                 Polled::Failed
                             }
                         };
-                        return done(polled, position, None);
+                        return done(polled, position, None, false);
                     }
                 }
             }
@@ -518,6 +519,7 @@ impl Consumer {
                     position,
                     iterator,
                     notices,
+                    fresh_latest,
                 }
             }
             Err(SdkError::ServiceError(e)) => {
@@ -531,11 +533,11 @@ impl Consumer {
                         Polled::Failed
                     }
                 };
-                done(polled, position, None)
+                done(polled, position, None, fresh_latest)
             }
             Err(e) => {
                 tracing::debug!(error = ?e, shard, "GetRecords failed");
-                done(Polled::Failed, position, None)
+                done(Polled::Failed, position, None, fresh_latest)
             }
         }
     }
@@ -545,6 +547,7 @@ impl Consumer {
 fn checkpoints_of(shards: &HashMap<String, Shard>) -> Checkpoints {
     shards
         .iter()
+        .filter(|(_, shard)| !shard.done)
         .filter_map(|(id, shard)| match &shard.position {
             Position::After(seq) => Some((id.clone(), seq.clone())),
             _ => None,
@@ -601,12 +604,26 @@ fn merge_listing(
                 done: first && closed && checkpoint.is_none(),
                 position: checkpoint.map_or_else(|| start.clone(), Position::After),
                 iterator: None,
-                positioned: false,
-                lost: false,
                 failures: 0,
                 retry_at: now,
             },
         );
+    }
+    // A shard whose parent is still to be read follows on from it: from its beginning.
+    let unfinished: std::collections::HashSet<String> = shards
+        .iter()
+        .filter(|(_, s)| !s.done)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for shard in shards.values_mut() {
+        if shard.position == Position::Latest
+            && shard
+                .parent
+                .as_ref()
+                .is_some_and(|p| unfinished.contains(p))
+        {
+            shard.position = Position::TrimHorizon;
+        }
     }
 }
 
@@ -772,35 +789,35 @@ mod tests {
         assert_eq!(checkpoints_of(&shards), checkpoints);
     }
 
-    /// A shard read from LATEST that loses its iterator (an error, an expiry) before its
-    /// first record takes a new LATEST one: what was written in between is never read,
-    /// so readers are told to re-read the store, once the shard is positioned again.
+    /// Every fresh LATEST iterator (a shard's first position, or a new one after the last
+    /// was lost to an error or an expiry) skips what was written before it: readers are
+    /// told to read the store. Other positions skip nothing.
     #[test]
-    fn a_shard_that_loses_its_latest_position_asks_for_a_resync() {
+    fn a_fresh_latest_position_asks_for_a_resync() {
+        assert!(skipped_records(&Position::Latest, true));
+        assert!(
+            !skipped_records(&Position::Latest, false),
+            "following an iterator"
+        );
+        assert!(!skipped_records(&Position::TrimHorizon, true));
+        assert!(!skipped_records(&Position::After("7".into()), true));
+    }
+
+    /// A child of a shard still being read (a takeover mid-split) starts from its
+    /// beginning, not at LATEST, and shards read to their end are not checkpointed.
+    #[test]
+    fn children_of_an_unfinished_parent_start_at_their_beginning() {
         let now = tokio::time::Instant::now();
         let mut shards = HashMap::new();
-        merge_listing(
-            &mut shards,
-            vec![listed("s", None, false)],
-            Position::Latest,
-            &Checkpoints::new(),
-            now,
-        );
-        let shard = shards.get_mut("s").unwrap();
-        assert!(!shard.settle(), "not yet positioned: nothing lost");
-        shard.iterator = Some("it-1".into());
-        assert!(!shard.settle(), "positioned");
-        shard.iterator = None; // GetRecords failed, or the iterator expired
-        assert!(!shard.settle(), "told once positioned again, not before");
-        shard.iterator = Some("it-2".into());
+        let checkpoints = Checkpoints::from([("p".to_owned(), "150".to_owned())]);
+        let listing = vec![listed("p", None, true), listed("c", Some("p"), false)];
+        merge_listing(&mut shards, listing, Position::Latest, &checkpoints, now);
+        assert_eq!(shards["c"].position, Position::TrimHorizon);
+        shards.get_mut("p").unwrap().done = true;
         assert!(
-            shard.settle(),
-            "records between the two iterators were skipped"
+            checkpoints_of(&shards).is_empty(),
+            "a finished shard needs no checkpoint"
         );
-        assert!(!shard.settle(), "told once");
-        shard.position = Position::After("200".into());
-        shard.iterator = None;
-        assert!(!shard.settle(), "a shard past its first record never skips");
     }
 
     #[test]

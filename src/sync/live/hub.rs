@@ -36,10 +36,14 @@ use crate::storage::{ChangeFeed, MetadataStore, Notice, StoreError};
 const LOG_PAGE: usize = 512;
 /// Notices taken off the feed before the hub delivers what they announce.
 const MAX_BATCH: usize = 1024;
-/// First wait before work that failed (a store error) is tried again; doubles up to
-/// [`MAX_RETRY`] while it keeps failing.
+/// First wait before work that failed (a store error, or a read that did not show the
+/// announced change yet) is tried again; doubles up to [`MAX_RETRY`] while it keeps
+/// failing, for each space or member on its own.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Attempts at reading an announced seq that the store never shows (a phantom notice)
+/// before the hub stops looking for it (any later notice of the space reads it again).
+const MAX_TARGET_ATTEMPTS: u32 = 12;
 
 /// Why the hub stopped feeding a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,20 +174,18 @@ impl Hub {
             tracing::error!("the live hub was started twice");
             return;
         };
-        let mut retry = Batch::default();
-        let mut retry_wait = FIRST_RETRY;
+        let mut retries = Retries::default();
         loop {
-            let retry_at = tokio::time::sleep(if retry.is_empty() {
-                Duration::from_secs(3600)
-            } else {
-                retry_wait
-            });
+            let due = retries.next_due();
+            let retry_at = tokio::time::sleep_until(
+                due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+            );
             let first = tokio::select! {
                 notice = feed.recv() => Some(notice),
-                () = retry_at, if !retry.is_empty() => None,
+                () = retry_at, if due.is_some() => None,
                 () = stop.cancelled() => break,
             };
-            let mut batch = std::mem::take(&mut retry);
+            let mut batch = Batch::default();
             match first {
                 Some(Ok(notice)) => batch.add(notice),
                 Some(Err(broadcast::error::RecvError::Lagged(_))) => batch.lagged = true,
@@ -197,12 +199,10 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            retry = self.deliver(batch).await;
-            retry_wait = if retry.is_empty() {
-                FIRST_RETRY
-            } else {
-                (retry_wait * 2).min(MAX_RETRY)
-            };
+            retries.add_due_to(&mut batch, tokio::time::Instant::now());
+            let tried = batch.keys();
+            let failed = self.deliver(batch).await;
+            retries.settle(tried, failed, tokio::time::Instant::now());
         }
         self.stop();
     }
@@ -218,13 +218,16 @@ impl Hub {
 
     /// Does what a batch of notices asks for; returns what failed, to be tried again.
     async fn deliver(&self, mut batch: Batch) -> Batch {
-        if batch.lagged || batch.resync {
-            // Which notices were lost is unknown: recheck every follower's membership and
-            // read every followed space to its end.
+        if batch.lagged || batch.resync || batch.reread {
+            // Which notices were lost is unknown: read every followed space to its end,
+            // and (unless only commits were late) recheck every follower's membership.
+            let recheck = batch.lagged || batch.resync;
             let spaces = lock(&self.shared.spaces);
             for (space, subs) in spaces.iter() {
-                for s in &subs.subscribers {
-                    batch.recheck(*space, s.user.clone());
+                if recheck {
+                    for s in &subs.subscribers {
+                        batch.recheck(*space, s.user.clone());
+                    }
                 }
                 batch.committed.insert(*space, None);
             }
@@ -396,6 +399,83 @@ impl Drop for Attachment {
     }
 }
 
+/// What a batch tried: its spaces and its membership rechecks.
+type Tried = (Vec<SpaceId>, Vec<(SpaceId, UserId)>);
+
+/// Work that failed, each space and member with its own backoff.
+#[derive(Default)]
+struct Retries {
+    spaces: HashMap<SpaceId, Retry<Option<u64>>>,
+    members: HashMap<(SpaceId, UserId), Retry<()>>,
+}
+
+struct Retry<T> {
+    what: T,
+    attempts: u32,
+    due: tokio::time::Instant,
+}
+
+impl<T> Retry<T> {
+    fn again(what: T, attempts: u32, now: tokio::time::Instant) -> Self {
+        let wait =
+            (FIRST_RETRY * 2u32.saturating_pow(attempts.saturating_sub(1).min(10))).min(MAX_RETRY);
+        Self {
+            what,
+            attempts,
+            due: now + wait,
+        }
+    }
+}
+
+impl Retries {
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        let spaces = self.spaces.values().map(|r| r.due);
+        spaces.chain(self.members.values().map(|r| r.due)).min()
+    }
+
+    /// Puts the work that is due into `batch`.
+    fn add_due_to(&self, batch: &mut Batch, now: tokio::time::Instant) {
+        for (space, retry) in &self.spaces {
+            if retry.due <= now {
+                batch.announce(*space, retry.what);
+            }
+        }
+        for (key, retry) in &self.members {
+            if retry.due <= now {
+                batch.recheck(key.0, key.1.clone());
+            }
+        }
+    }
+
+    /// After a batch: what it did is done, what failed waits its own next turn.
+    fn settle(&mut self, (spaces, members): Tried, failed: Batch, now: tokio::time::Instant) {
+        for space in spaces {
+            if !failed.committed.contains_key(&space) {
+                self.spaces.remove(&space);
+            }
+        }
+        for key in members {
+            if !failed.membership.contains(&key) {
+                self.members.remove(&key);
+            }
+        }
+        for (space, target) in failed.committed {
+            let attempts = self.spaces.get(&space).map_or(0, |r| r.attempts) + 1;
+            if target.is_some() && attempts > MAX_TARGET_ATTEMPTS {
+                tracing::warn!(%space, ?target, "the store never showed an announced seq; giving up on it");
+                self.spaces.remove(&space);
+            } else {
+                self.spaces
+                    .insert(space, Retry::again(target, attempts, now));
+            }
+        }
+        for key in failed.membership {
+            let attempts = self.members.get(&key).map_or(0, |r| r.attempts) + 1;
+            self.members.insert(key, Retry::again((), attempts, now));
+        }
+    }
+}
+
 /// Notices taken off the feed in one go (or work left over from a failed attempt).
 #[derive(Default)]
 struct Batch {
@@ -406,6 +486,8 @@ struct Batch {
     lagged: bool,
     /// Notices were lost before the feed: the same.
     resync: bool,
+    /// Commit notices may be late: re-read every space followed.
+    reread: bool,
     len: usize,
 }
 
@@ -416,6 +498,7 @@ impl Batch {
             Notice::Committed { space_id, seq } => self.announce(space_id, Some(seq)),
             Notice::MembershipChanged { space_id, user } => self.recheck(space_id, user),
             Notice::Resync => self.resync = true,
+            Notice::Reread => self.reread = true,
         }
     }
 
@@ -431,7 +514,11 @@ impl Batch {
         self.membership.insert((space, user));
     }
 
-    fn is_empty(&self) -> bool {
-        self.committed.is_empty() && self.membership.is_empty() && !self.lagged && !self.resync
+    /// The spaces and members a batch names (before lags and resyncs add more).
+    fn keys(&self) -> Tried {
+        (
+            self.committed.keys().copied().collect(),
+            self.membership.iter().cloned().collect(),
+        )
     }
 }
