@@ -175,6 +175,10 @@ pub struct AuthSettings {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest a token may still be valid for: one whose `exp` lies further ahead (a
+    /// token for ever, say `exp` in the year 9999) is refused, as is minting one.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 impl Default for AuthSettings {
@@ -190,6 +194,7 @@ impl Default for AuthSettings {
             jwks_max_age: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(24 * 3600),
             leeway: Duration::from_secs(30),
+            max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -215,6 +220,13 @@ pub struct UploadSettings {
     /// How long download URLs stay valid.
     #[serde(with = "humantime_serde")]
     pub download_ttl: Duration,
+    /// Embedded backend: an upload body that sends nothing for this long is cut off
+    /// (the upload stays pending; nothing partial is kept).
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Embedded backend: the longest one upload body may take, however it trickles.
+    #[serde(with = "humantime_serde")]
+    pub body_deadline: Duration,
 }
 
 impl Default for UploadSettings {
@@ -227,6 +239,8 @@ impl Default for UploadSettings {
             inline_max_bytes: 8 * 1024 * 1024,
             max_pending_per_user: 1000,
             download_ttl: Duration::from_secs(900),
+            body_idle_timeout: Duration::from_secs(30),
+            body_deadline: Duration::from_secs(6 * 3600),
         }
     }
 }

@@ -66,6 +66,13 @@ fn main() -> ExitCode {
     // faulted in (and the kernel zeroed) fresh pages; keep it for a second instead.
     // SAFETY: sets a process-wide allocator option before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+    // Operators often run with RUST_BACKTRACE=1 for panics; errors (anyhow's) would then
+    // each capture a backtrace, and resolving the first costs hundreds of megabytes.
+    // Panics keep theirs; RUST_LIB_BACKTRACE=1 turns errors' back on.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve {
         config: None,
@@ -139,7 +146,8 @@ fn token(
     let settings = settings(config, None, data_dir)?;
     let user = UserId::parse(user)?;
     let secret = auth::server_secret(&settings)?;
-    let auth = Authenticator::new(&secret, settings.auth.leeway);
+    let auth = Authenticator::new(&secret, settings.auth.leeway)
+        .with_max_lifetime(settings.auth.max_token_lifetime);
     println!(
         "{}",
         auth.issue(&user, ttl.unwrap_or(settings.auth.token_ttl))?

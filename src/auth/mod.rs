@@ -39,8 +39,14 @@ pub enum AuthError {
     MalformedHeader,
     #[error("token has expired")]
     Expired,
+    #[error("the token is valid for longer than this server accepts")]
+    TooLong,
     #[error("invalid token")]
     Invalid,
+}
+
+fn lifetime_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// What `issue` signs.
@@ -60,6 +66,8 @@ pub struct Authenticator {
     audience: Vec<String>,
     user_claim: String,
     leeway: u64,
+    /// Longest a token may still be valid for, in seconds.
+    max_lifetime: i64,
 }
 
 impl Authenticator {
@@ -76,7 +84,14 @@ impl Authenticator {
             audience: Vec::new(),
             user_claim: "sub".to_owned(),
             leeway: leeway.as_secs(),
+            max_lifetime: lifetime_secs(AuthSettings::default().max_token_lifetime),
         }
+    }
+
+    /// The same, with a maximum token lifetime.
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = lifetime_secs(max);
+        self
     }
 
     /// As configured: HS256 with `secret` (when given), RS256/ES256 with `auth.jwks`.
@@ -135,6 +150,7 @@ impl Authenticator {
             audience: settings.audience.clone(),
             user_claim: settings.user_claim.clone(),
             leeway: settings.leeway.as_secs(),
+            max_lifetime: lifetime_secs(settings.max_token_lifetime),
         })
     }
 
@@ -145,6 +161,11 @@ impl Authenticator {
             .as_ref()
             .context("tokens can be minted only with auth.jwt_secret")?;
         let now = chrono::Utc::now().timestamp();
+        anyhow::ensure!(
+            i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) <= self.max_lifetime,
+            "a token may be valid for at most {} (auth.max_token_lifetime)",
+            humantime::format_duration(Duration::from_secs(self.max_lifetime as u64))
+        );
         let claims = Claims {
             sub: user.as_str().to_owned(),
             iat: now,
@@ -194,6 +215,14 @@ impl Authenticator {
                 }
             })?;
         let claims = data.claims;
+        let expires = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or(AuthError::Invalid)?;
+        let now = chrono::Utc::now().timestamp();
+        if expires.saturating_sub(now) > self.max_lifetime.saturating_add(self.leeway as i64) {
+            return Err(AuthError::TooLong);
+        }
         if !self.audience_matches(&claims) {
             return Err(AuthError::Invalid);
         }

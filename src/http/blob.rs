@@ -11,7 +11,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use super::AppState;
@@ -40,7 +40,12 @@ pub(super) async fn put_blob(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let limits = state.service.limits();
+    let body = timed(
+        body.into_data_stream().map_err(std::io::Error::other),
+        limits.body_idle_timeout,
+        limits.body_deadline,
+    );
     match state
         .service
         .receive_upload(upload_id, content_type, body)
@@ -125,6 +130,37 @@ pub(super) async fn get_blob(
         }
     }
     response
+}
+
+/// A body that fails when it sends nothing for `idle` or is not done by `deadline`: a
+/// client trickling bytes cannot hold an upload (and its lock) for ever.
+fn timed(
+    body: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    idle: std::time::Duration,
+    deadline: std::time::Duration,
+) -> crate::storage::ByteStream {
+    let deadline = tokio::time::Instant::now() + deadline;
+    Box::pin(async_stream::stream! {
+        let mut body = std::pin::pin!(body);
+        loop {
+            let wait = (tokio::time::Instant::now() + idle).min(deadline);
+            match tokio::time::timeout_at(wait, body.next()).await {
+                Ok(Some(chunk)) => {
+                    let failed = chunk.is_err();
+                    yield chunk;
+                    if failed {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    let why = if wait == deadline { "took too long" } else { "stalled" };
+                    yield Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the body {why}")));
+                    return;
+                }
+            }
+        }
+    })
 }
 
 fn parse_key(space: &str, upload: &str) -> Option<(SpaceId, UploadId)> {

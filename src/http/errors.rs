@@ -21,6 +21,7 @@ fn status_of(error: &Error) -> StatusCode {
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::SlowSubscriber(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -14,17 +14,44 @@ pub enum StoreError {
     LastOwner,
     #[error("no such space")]
     NoSuchSpace,
+    /// The store has no room left (a full disk): nothing was written.
+    #[error("the store is full")]
+    Full,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
 /// Why a blob operation failed.
+///
+/// The expected ones (the client's body failed, the disk is full) carry no backtrace: an
+/// `anyhow` error captures one when `RUST_BACKTRACE` is set, and resolving the first one
+/// costs hundreds of megabytes.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("the body is larger than the declared size")]
     TooLarge,
     #[error("the range lies outside the object ({total_size} bytes)")]
     RangeNotSatisfiable { total_size: u64 },
+    /// The client's body ended early, failed or stalled: the client's doing.
+    #[error("the upload body was interrupted: {0}")]
+    BodyInterrupted(String),
+    /// The store has no room (a full disk, a quota): the server's problem, not the
+    /// client's; nothing partial is left behind.
+    #[error("the store is full")]
+    StorageFull,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+impl BlobError {
+    /// A failed write of the store's own: `StorageFull` when there is no room.
+    pub fn write(e: std::io::Error, what: &'static str) -> Self {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge => {
+                BlobError::StorageFull
+            }
+            _ => BlobError::Other(anyhow::Error::new(e).context(what)),
+        }
+    }
 }

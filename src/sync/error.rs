@@ -37,6 +37,9 @@ pub enum Error {
     /// A per-user limit is reached; the message says which and what frees it.
     #[error("{0}")]
     RateLimited(String),
+    /// The server's store has no room left: nothing was written; try again later.
+    #[error("the server's storage is full; nothing was stored, try again later")]
+    StorageFull,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -73,6 +76,7 @@ impl Error {
             Error::SlowSubscriber(_) => "SLOW_SUBSCRIBER",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::RateLimited(_) => "RATE_LIMITED",
+            Error::StorageFull => "STORAGE_FULL",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -89,6 +93,7 @@ impl From<StoreError> for Error {
             },
             StoreError::LastOwner => Error::bad_input("a space must keep at least one owner"),
             StoreError::NoSuchSpace => Error::NotFound("space"),
+            StoreError::Full => Error::StorageFull,
             StoreError::UploadNotPending => {
                 Error::Internal(anyhow::anyhow!("upload state changed during commit"))
             }
@@ -106,6 +111,10 @@ impl From<BlobError> for Error {
             BlobError::RangeNotSatisfiable { total_size } => Error::bad_input(format!(
                 "the range lies outside the object ({total_size} bytes)"
             )),
+            BlobError::BodyInterrupted(why) => Error::UploadIncomplete(format!(
+                "the upload body was interrupted ({why}); nothing was stored"
+            )),
+            BlobError::StorageFull => Error::StorageFull,
             BlobError::Other(e) => Error::Internal(e),
         }
     }

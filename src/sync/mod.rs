@@ -44,6 +44,10 @@ pub struct Limits {
     pub default_page_size: usize,
     /// Changes a live subscriber may have waiting before it is closed as too slow.
     pub subscriber_buffer: usize,
+    /// An upload body silent for this long is cut off.
+    pub body_idle_timeout: Duration,
+    /// The longest one upload body may take.
+    pub body_deadline: Duration,
 }
 
 impl Limits {
@@ -58,6 +62,8 @@ impl Limits {
             max_page_size: settings.graphql.max_page_size,
             default_page_size: settings.graphql.default_page_size,
             subscriber_buffer: settings.subscriptions.buffer,
+            body_idle_timeout: settings.uploads.body_idle_timeout,
+            body_deadline: settings.uploads.body_deadline,
         }
     }
 }

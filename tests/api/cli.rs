@@ -23,6 +23,18 @@ async fn a_token_from_the_cli_is_accepted_by_a_server_on_the_same_data_dir() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // A token for longer than the server accepts is not minted.
+    let out = Command::new(BIN)
+        .args(["token", "--user", "alice", "--ttl", "400d", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_token_lifetime"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut server = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

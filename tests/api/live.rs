@@ -443,7 +443,7 @@ async fn shutdown_closes_websockets_with_going_away() {
     stopping.await.unwrap();
 }
 
-async fn metrics_text(app: &TestApp) -> String {
+pub async fn metrics_text(app: &TestApp) -> String {
     app.get(&format!("{}/metrics", app.base))
         .await
         .text()

@@ -9,6 +9,7 @@ mod changes;
 mod cli;
 mod concurrency;
 mod crash;
+mod failures;
 mod helpers;
 mod hostile;
 mod http_audit;

@@ -53,6 +53,57 @@ impl ServerProcess {
         Self { child, base }
     }
 
+    /// `filesync serve` in a user and mount namespace of its own (`unshare`), with a fresh
+    /// data dir on a tmpfs of `size` (such as "3m") that only it sees: a disk that fills
+    /// up. The returned dir (empty outside) holds the token secret the test uses.
+    pub async fn start_on_tmpfs(size: &str) -> (Self, std::sync::Arc<tempfile::TempDir>) {
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        let secret = hex::encode(rand::random::<[u8; 32]>());
+        // The test mints tokens with the data dir's secret file; the server gets the same
+        // secret as configuration (its own data dir is the tmpfs mounted over it).
+        std::fs::write(
+            dir.path().join("jwt-secret"),
+            hex::encode(secret.as_bytes()),
+        )
+        .unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size={size},mode=0700 filesync-test {dir} && exec {BIN} serve --listen 127.0.0.1:0 --data-dir {dir}",
+            dir = dir.path().display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+            .env("FILESYNC_AUTH__JWT_SECRET", &secret)
+            .env("FILESYNC_LOG__FORMAT", "json")
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("unshare (util-linux) starts");
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let line = lines.next();
+            std::thread::spawn(move || lines.for_each(drop));
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), line)
+            .await
+            .expect("the server starts within a minute")
+            .unwrap()
+            .expect("the server in its namespace starts (unshare needs user namespaces)")
+            .unwrap();
+        let base = line.strip_prefix("listening on ").unwrap().to_owned();
+        (Self { child, base }, dir)
+    }
+
+    /// `path` as the server process sees it (through its own mount namespace).
+    pub fn root_view(&self, path: &Path) -> std::path::PathBuf {
+        Path::new(&format!("/proc/{}/root", self.child.id())).join(path.strip_prefix("/").unwrap())
+    }
+
     /// `kill -9`: no shutdown, nothing flushed, no lease released.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -303,6 +303,14 @@ async fn every_kind_of_bad_token_is_unauthenticated() {
         ),
         ("no exp", sign("rsa-1", &with(json!({ "exp": null })))),
         (
+            "valid until the year 9999",
+            sign("rsa-1", &with(json!({ "exp": 253_402_300_799_i64 }))),
+        ),
+        (
+            "valid for longer than auth.max_token_lifetime (30 days)",
+            sign("rsa-1", &with(json!({ "exp": now() + 31 * 24 * 3600 }))),
+        ),
+        (
             "not yet valid",
             sign("rsa-1", &with(json!({ "nbf": now() + 600 }))),
         ),

@@ -39,10 +39,10 @@ impl LocalBlobStore {
     pub fn open(data_dir: &Path, public_url: String, signer: UrlSigner) -> anyhow::Result<Self> {
         let blobs = data_dir.join("blobs");
         let tmp = data_dir.join("tmp");
-        std::fs::create_dir_all(&blobs).context("cannot create blob folder")?;
+        super::private_dir(&blobs).context("cannot create blob folder")?;
         // Leftovers of interrupted uploads are garbage: no object was ever published there.
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).context("cannot create temp folder")?;
+        super::private_dir(&tmp).context("cannot create temp folder")?;
         Ok(Self {
             blobs,
             tmp,
@@ -67,6 +67,24 @@ impl LocalBlobStore {
             )));
         }
         Ok(self.blobs.join(key))
+    }
+
+    /// Makes a space's blob folder if needed; a new one is made durable (the blob folder
+    /// fsynced), or a crash could lose the folder and with it every object inside.
+    async fn space_dir(&self, dir: &Path) -> Result<(), BlobError> {
+        match fs::metadata(dir).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BlobError::write(e, "cannot stat blob folder")),
+        }
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700);
+        match builder.create(dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(BlobError::write(e, "cannot create blob folder")),
+        }
+        sync_dir(&self.blobs).await
     }
 
     fn sidecar_of(path: &Path) -> PathBuf {
@@ -128,13 +146,13 @@ impl BlobStore for LocalBlobStore {
         let path = self.path_of(key)?;
         let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
         let result = async {
-            let mut file = File::create(&tmp)
+            let mut file = private_file(&tmp)
                 .await
-                .context("cannot create temp file")?;
+                .map_err(|e| BlobError::write(e, "cannot create temp file"))?;
             let mut hasher = sha2::Sha256::new();
             let mut size = 0u64;
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.context("the upload body was interrupted")?;
+                let chunk = chunk.map_err(|e| BlobError::BodyInterrupted(e.to_string()))?;
                 size += chunk.len() as u64;
                 if size > limit {
                     return Err(BlobError::TooLarge);
@@ -142,29 +160,39 @@ impl BlobStore for LocalBlobStore {
                 hasher.update(&chunk);
                 file.write_all(&chunk)
                     .await
-                    .context("cannot write temp file")?;
+                    .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
             }
-            file.sync_all().await.context("cannot fsync temp file")?;
-            drop(file);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)
-                    .await
-                    .context("cannot create blob folder")?;
-            }
-            fs::rename(&tmp, &path)
+            // tokio's `sync_all` does not flush its write buffer: without this, the error
+            // of the last write (a full disk, say) would be lost.
+            file.flush()
                 .await
-                .context("cannot publish blob")?;
+                .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
+            file.sync_all()
+                .await
+                .map_err(|e| BlobError::write(e, "cannot fsync temp file"))?;
+            let inode = std::os::unix::fs::MetadataExt::ino(
+                &file
+                    .metadata()
+                    .await
+                    .map_err(|e| BlobError::write(e, "cannot stat temp file"))?,
+            );
+            drop(file);
             let sha256 = Sha256(hasher.finalize().into());
-            let inode = inode_of(&path).await?;
-            write_sidecar(
-                &path,
-                &Sidecar {
-                    inode,
-                    size,
-                    sha256: sha256.to_hex(),
-                },
-            )
-            .await?;
+            if let Some(parent) = path.parent() {
+                self.space_dir(parent).await?;
+            }
+            // The sidecar first (the inode stays the same across the rename): an object
+            // that is in place always has its digest, and a failure leaves neither.
+            let sidecar = Sidecar {
+                inode,
+                size,
+                sha256: sha256.to_hex(),
+            };
+            write_sidecar(&path, &sidecar).await?;
+            if let Err(e) = fs::rename(&tmp, &path).await {
+                let _ = fs::remove_file(Self::sidecar_of(&path)).await;
+                return Err(BlobError::write(e, "cannot publish blob"));
+            }
             if let Some(parent) = path.parent() {
                 sync_dir(parent).await?;
             }
@@ -264,32 +292,40 @@ impl BlobStore for LocalBlobStore {
     }
 }
 
-async fn inode_of(path: &Path) -> Result<u64, BlobError> {
-    let meta = fs::metadata(path).await.context("cannot stat blob")?;
-    Ok(std::os::unix::fs::MetadataExt::ino(&meta))
-}
-
 async fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), BlobError> {
     let target = LocalBlobStore::sidecar_of(path);
     let mut tmp = target.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let json = serde_json::to_vec(sidecar).context("cannot encode sidecar")?;
-    let mut file = File::create(&tmp).await.context("cannot write sidecar")?;
-    file.write_all(&json)
-        .await
-        .context("cannot write sidecar")?;
-    file.sync_all().await.context("cannot fsync sidecar")?;
-    fs::rename(&tmp, &target)
-        .await
-        .context("cannot publish sidecar")?;
+    let written = async {
+        let mut file = private_file(&tmp).await?;
+        file.write_all(&json).await?;
+        file.flush().await?;
+        file.sync_all().await?;
+        fs::rename(&tmp, &target).await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp).await;
+        return Err(BlobError::write(e, "cannot write sidecar"));
+    }
     Ok(())
 }
 
+/// A new file only its owner may read or write.
+async fn private_file(path: &Path) -> std::io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await
+}
+
 async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
-    let dir = File::open(dir).await.context("cannot open blob folder")?;
-    dir.sync_all().await.context("cannot fsync blob folder")?;
-    Ok(())
+    let synced = async { File::open(dir).await?.sync_all().await }.await;
+    synced.map_err(|e| BlobError::write(e, "cannot fsync blob folder"))
 }
 
 async fn hash_file(path: &Path) -> Result<Sha256, BlobError> {

@@ -43,6 +43,7 @@ struct ReaderPool {
 
 impl Db {
     pub fn open(path: &Path, feed: broadcast::Sender<Notice>, lock: File) -> anyhow::Result<Self> {
+        make_private(path)?;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         // WAL + synchronous=FULL: every commit is fsynced before it is acknowledged.
@@ -135,6 +136,31 @@ impl ReaderPool {
             idle.push(conn);
         }
     }
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it (SQLite gives its
+/// journal and WAL files the database's mode), and makes an existing one and its files
+/// private too.
+fn make_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create database {}", path.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot make {file:?} private"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checkpoints the WAL from a thread of its own.

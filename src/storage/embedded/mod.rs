@@ -33,9 +33,10 @@ impl ChangeFeed for CommitLog {
     }
 }
 
-/// Opens (creating if needed) the embedded backend in `data_dir`.
+/// Opens (creating if needed) the embedded backend in `data_dir`. The data dir and
+/// everything in it are its owner's only (0700 folders, 0600 files).
 pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> {
-    fs::create_dir_all(data_dir)
+    private_dir(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let lock = lock_data_dir(data_dir)?;
     let (sender, _) = broadcast::channel(FEED_CAPACITY);
@@ -50,14 +51,26 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
     })
 }
 
+/// Makes `dir` (and its parents) if needed, and makes it its owner's only.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 /// Two servers on one data dir would each believe they own the single SQLite writer and
 /// the blob folder; an exclusive lock makes the second one fail at start-up instead.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("LOCK");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     file.try_lock().map_err(|_| {

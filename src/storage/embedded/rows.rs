@@ -140,7 +140,14 @@ pub(super) fn upload(row: &Row) -> rusqlite::Result<PendingUpload> {
     })
 }
 
-/// Any SQLite failure is internal.
+/// A SQLite failure: `Full` when the disk is, internal otherwise.
 pub(super) fn internal(e: rusqlite::Error) -> StoreError {
+    if is_disk_full(&e) {
+        return StoreError::Full;
+    }
     StoreError::Other(anyhow::Error::new(e).context("sqlite"))
+}
+
+pub(super) fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }

@@ -18,10 +18,21 @@ use crate::storage::{Notice, StoreError};
 /// Most operations in one transaction; bounds the latency one batch adds to the next.
 const MAX_BATCH: usize = 512;
 
-/// Runs one operation inside the batch's transaction; `true` if it succeeded. The
-/// returned closure delivers the result once the commit outcome is known.
-type Job = Box<dyn FnOnce(&Connection, &mut Vec<Notice>) -> (bool, Finish) + Send>;
-type Finish = Box<dyn FnOnce(bool) + Send>;
+/// Runs one operation inside the batch's transaction (or, `None`, does not: the batch
+/// failed before its turn); `true` if it succeeded. The returned closure delivers the
+/// result once the commit outcome is known.
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut Vec<Notice>)>) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Outcome) + Send>;
+
+/// How a batch ended.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Committed,
+    /// Rolled back; `full` when for want of disk space.
+    Failed {
+        full: bool,
+    },
+}
 
 #[derive(Clone)]
 pub(super) struct Writer {
@@ -47,15 +58,17 @@ impl Writer {
         F: FnOnce(&Connection, &mut Vec<Notice>) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
-        let job: Job = Box::new(move |conn, notices| {
-            let outcome = op(conn, notices);
-            let ok = outcome.is_ok();
-            let finish: Finish = Box::new(move |committed| {
-                let outcome = match outcome {
-                    Ok(_) if !committed => Err(StoreError::Other(anyhow::anyhow!(
+        let job: Job = Box::new(move |run| {
+            let outcome = run.map(|(conn, notices)| op(conn, notices));
+            let ok = matches!(outcome, Some(Ok(_)));
+            let finish: Finish = Box::new(move |batch| {
+                let outcome = match (outcome, batch) {
+                    (Some(Err(e)), _) => Err(e),
+                    (Some(Ok(done)), Outcome::Committed) => Ok(done),
+                    (_, Outcome::Failed { full: true }) => Err(StoreError::Full),
+                    _ => Err(StoreError::Other(anyhow::anyhow!(
                         "the transaction could not be committed"
                     ))),
-                    other => other,
                 };
                 let _ = reply.send(outcome);
             });
@@ -93,33 +106,51 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, feed: broadcast::Sender<Not
 /// Runs a batch in one transaction and delivers every result; `true` if it committed.
 fn run_batch(conn: &Connection, batch: Vec<Job>, notices: &mut Vec<Notice>) -> bool {
     let mut finishes = Vec::with_capacity(batch.len());
-    let mut healthy = exec_cached(conn, "BEGIN IMMEDIATE").is_ok();
+    let mut full = false;
+    let mut step = |sql: &str| {
+        let done = exec_cached(conn, sql);
+        if let Err(e) = &done {
+            full |= super::rows::is_disk_full(e);
+        }
+        done.is_ok()
+    };
+    let mut healthy = step("BEGIN IMMEDIATE");
     for job in batch {
-        // Once the transaction is unusable the remaining jobs are dropped unrun; dropping
-        // a job drops its reply sender, which its caller sees as an internal error.
-        if !healthy || exec_cached(conn, "SAVEPOINT op").is_err() {
+        // Once the transaction is unusable the remaining jobs are not run; they are told
+        // why with the rest.
+        if !healthy || !step("SAVEPOINT op") {
             healthy = false;
+            finishes.push(job(None).1);
             continue;
         }
         let mark = notices.len();
-        let (ok, finish) = job(conn, notices);
+        let (ok, finish) = job(Some((conn, notices)));
         let closed = if ok {
-            exec_cached(conn, "RELEASE op")
+            step("RELEASE op")
         } else {
             notices.truncate(mark);
-            exec_cached(conn, "ROLLBACK TO op").and_then(|()| exec_cached(conn, "RELEASE op"))
+            step("ROLLBACK TO op") && step("RELEASE op")
         };
-        healthy &= closed.is_ok();
+        healthy &= closed;
         finishes.push(finish);
     }
-    let committed = healthy && exec_cached(conn, "COMMIT").is_ok();
+    let committed = healthy && step("COMMIT");
     if !committed {
-        tracing::error!("sqlite batch could not be committed; rolling back");
+        if full {
+            tracing::warn!("the disk is full: a sqlite batch was rolled back");
+        } else {
+            tracing::error!("sqlite batch could not be committed; rolling back");
+        }
         let _ = conn.execute_batch("ROLLBACK");
         notices.clear();
     }
+    let outcome = if committed {
+        Outcome::Committed
+    } else {
+        Outcome::Failed { full }
+    };
     for finish in finishes {
-        finish(committed);
+        finish(outcome);
     }
     committed
 }
