@@ -6,6 +6,7 @@
 mod cursor;
 mod file;
 mod ids;
+mod media;
 mod name;
 mod role;
 mod settings;
@@ -17,6 +18,7 @@ pub use file::{
     contiguous_len,
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
+pub use media::{DEFAULT_CONTENT_TYPE, essence, normalize_content_type, renders_in_browsers};
 pub use name::{FileName, SpaceName};
 pub use role::Role;
 pub use settings::{Refusal, SpaceSettings};

@@ -104,9 +104,7 @@ impl SpaceSettings {
         if self.allowed_content_types.is_empty() {
             return None;
         }
-        let essence = content_type
-            .and_then(|ct| ct.split(';').next())
-            .map(|ct| ct.trim().to_ascii_lowercase());
+        let essence = content_type.map(|ct| super::essence(ct).to_ascii_lowercase());
         let allowed = essence.as_deref().is_some_and(|ct| {
             self.allowed_content_types
                 .iter()

@@ -7,7 +7,8 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -100,11 +101,18 @@ pub(super) async fn get_blob(
     };
     let content_type = content_type
         .as_deref()
-        .and_then(|ct| HeaderValue::from_str(ct).ok())
+        .unwrap_or(crate::domain::DEFAULT_CONTENT_TYPE);
+    // A page or a script is downloaded, never rendered as this origin (the sandbox CSP
+    // below stops scripts too).
+    let attachment = crate::domain::renders_in_browsers(content_type);
+    let content_type = HeaderValue::from_str(content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let mut response = Response::new(Body::from_stream(read.stream));
     let h = response.headers_mut();
     h.insert(CONTENT_TYPE, content_type);
+    if attachment {
+        h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         CACHE_CONTROL,

@@ -145,6 +145,23 @@ impl SyncService {
                 "that version is a tombstone; restore a version with content",
             ));
         }
+        // What a restore brings back is checked as a rename (a name) or an upload (other
+        // content) would be, against the space's settings now.
+        let settings = self.settings_of(file.space_id).await?;
+        let refusal = if old.content != file.content {
+            settings.refusal(
+                &old.name,
+                old.content.content_type.as_deref(),
+                old.content.size,
+            )
+        } else if old.name != file.name {
+            settings.extension_refusal(&old.name)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err(super::spaces::refused(refusal));
+        }
         self.publish(Publish {
             space_id: file.space_id,
             file_id: id,

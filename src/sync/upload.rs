@@ -92,7 +92,7 @@ impl SyncService {
         let (upload, _) = self.prepare_upload(user, input).await?;
         self.inner.store.meta.create_upload(upload.clone()).await?;
         let received = self
-            .receive_upload(upload.id, upload.content_type.clone(), body)
+            .receive_upload(upload.id, Some(pinned_type(&upload).to_owned()), body)
             .await?;
         received.commit
     }
@@ -114,10 +114,11 @@ impl SyncService {
             return Err(already_committed());
         }
         refuse_if_abandoned(&upload)?;
-        if upload.content_type.is_some() && content_type != upload.content_type {
+        // The type is pinned, as in an S3 presigned PUT: the one declared, or the default.
+        let pinned = pinned_type(&upload);
+        if content_type.as_deref() != Some(pinned) {
             return Err(Error::bad_input(format!(
-                "Content-Type must be {:?}, as declared in beginUpload",
-                upload.content_type.as_deref().unwrap_or_default()
+                "Content-Type must be {pinned:?}, as the upload ticket says"
             )));
         }
         let blobs = &self.inner.store.blobs;
@@ -136,26 +137,47 @@ impl SyncService {
         })
     }
 
-    /// `commitUpload`: idempotent; a repeated commit returns the same version.
+    /// `commitUpload`: idempotent; a repeated commit returns the same version. The token
+    /// is only a capability within the upload's life and its space: the caller must be
+    /// an editor or owner of the space now (a member, to read a committed one again),
+    /// and after the upload's expiry the token is worth nothing.
     pub async fn commit_upload(
         &self,
-        _user: &UserId,
+        user: &UserId,
         id: UploadId,
         token: &str,
     ) -> Result<FileRecord> {
         let _guard = self.inner.upload_locks.lock(id).await;
         let upload = self.pending(id).await?;
         check_token(&upload, token)?;
+        self.check_token_holder(user, &upload).await?;
         self.commit_pending(upload).await
+    }
+
+    /// Whether `user` may still use an upload's token: within the upload's life, and as a
+    /// member of its space (a writer, unless the upload is committed already).
+    async fn check_token_holder(&self, user: &UserId, upload: &PendingUpload) -> Result<()> {
+        if now() >= upload.expires_at {
+            return Err(Error::UploadExpired(
+                "the upload and its token have expired".into(),
+            ));
+        }
+        match upload.state {
+            UploadState::Committed => self.role_in(user, upload.space_id).await.map(drop),
+            _ => self.require_writer(user, upload.space_id).await.map(drop),
+        }
     }
 
     /// `cancelUpload`: abandons a pending upload and deletes its bytes at once. `false`
     /// when it was already abandoned; `BAD_INPUT` when it is committed, even when the
     /// commit won the race on another replica a moment ago (its bytes are then left alone).
-    pub async fn cancel_upload(&self, _user: &UserId, id: UploadId, token: &str) -> Result<bool> {
+    pub async fn cancel_upload(&self, user: &UserId, id: UploadId, token: &str) -> Result<bool> {
         let _guard = self.inner.upload_locks.lock(id).await;
         let upload = self.pending(id).await?;
         check_token(&upload, token)?;
+        if upload.state == UploadState::Pending {
+            self.require_writer(user, upload.space_id).await?;
+        }
         match upload.state {
             UploadState::Committed => Err(already_committed()),
             UploadState::Abandoned => Ok(false),
@@ -261,7 +283,7 @@ impl SyncService {
         let content_type = input
             .content_type
             .as_deref()
-            .map(parse_content_type)
+            .map(crate::domain::normalize_content_type)
             .transpose()?;
         let metadata = input.metadata.map(Metadata::parse).transpose()?;
         self.check_space_accepts(input.space_id, &name, content_type.as_deref(), size)
@@ -478,6 +500,14 @@ impl SyncService {
     }
 }
 
+/// The `Content-Type` an upload's bytes must come with: the declared one, or the default.
+fn pinned_type(upload: &PendingUpload) -> &str {
+    upload
+        .content_type
+        .as_deref()
+        .unwrap_or(crate::domain::DEFAULT_CONTENT_TYPE)
+}
+
 fn already_committed() -> Error {
     Error::bad_input("the upload is already committed")
 }
@@ -507,27 +537,4 @@ fn check_token(upload: &PendingUpload, token: &str) -> Result<()> {
 
 fn token_hash(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
-}
-
-/// A media type `type/subtype` with optional parameters; what goes into a Content-Type.
-fn parse_content_type(raw: &str) -> Result<String> {
-    let valid = raw.len() <= 255
-        && raw
-            .split(';')
-            .next()
-            .and_then(|essence| essence.trim().split_once('/'))
-            .is_some_and(|(t, s)| is_token(t) && is_token(s))
-        && raw.chars().all(|c| c.is_ascii() && !c.is_ascii_control());
-    if !valid {
-        return Err(Error::bad_input(
-            "contentType must be a media type such as \"text/plain\"",
-        ));
-    }
-    Ok(raw.trim().to_owned())
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }

@@ -210,3 +210,167 @@ async fn the_commit_checks_the_stored_bytes_against_the_settings_of_the_time() {
         "loosened again: {body}"
     );
 }
+
+/// A restore is checked like what it brings back: a name like a rename, other content
+/// like an upload. Once only `md` is allowed, an old `page.html` stays in the past.
+#[tokio::test]
+async fn a_restore_cannot_bring_back_what_the_settings_now_refuse() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let ticket = app
+        .begin_upload(
+            "alice",
+            &space,
+            "page.html",
+            b"<script>1</script>",
+            json!({ "contentType": "text/html" }),
+        )
+        .await;
+    app.put_bytes(&ticket, b"<script>1</script>".to_vec()).await;
+    let file = app.commit("alice", &ticket).await;
+    let id = file["id"].as_str().unwrap();
+    let renamed = app
+        .gql(
+            "alice",
+            "mutation($id: ID!) { updateFile(id: $id, baseVersion: 1, input: { name: \"notes.md\" }) { version } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(renamed["updateFile"]["version"], 2);
+    let body = set(
+        &app,
+        "alice",
+        &space,
+        json!({ "allowedExtensions": ["md"] }),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let restore = app
+        .gql_as(
+            Some("alice"),
+            "mutation($id: ID!) { restoreVersion(id: $id, version: 1, baseVersion: 2) { name } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code(&restore), "BAD_INPUT", "{restore}");
+    assert_eq!(
+        app.file("alice", id).await["name"],
+        "notes.md",
+        "nothing changed"
+    );
+    // The content type rule applies to content a restore brings back: version 3 is new
+    // text, and only text is accepted now; version 1's HTML stays in the past.
+    let text = app
+        .begin_upload(
+            "alice",
+            &space,
+            "notes.md",
+            b"# notes",
+            json!({ "fileId": id, "baseVersion": 2, "contentType": "text/plain" }),
+        )
+        .await;
+    app.put_bytes(&text, b"# notes".to_vec()).await;
+    assert_eq!(app.commit("alice", &text).await["version"], 3);
+    let body = set(
+        &app,
+        "alice",
+        &space,
+        json!({ "allowedContentTypes": ["text/plain"], "allowedExtensions": ["md", "html"] }),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let other = app
+        .gql_as(
+            Some("alice"),
+            "mutation($id: ID!) { restoreVersion(id: $id, version: 1, baseVersion: 3) { name } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code(&other), "BAD_INPUT", "{other}");
+    assert_eq!(app.file("alice", id).await["version"], 3, "nothing changed");
+}
+
+/// Content types are parsed, not matched as text: a parameter cannot smuggle another
+/// type past a rule, and what is served is the normalised type, with pages and scripts
+/// as attachments.
+#[tokio::test]
+async fn content_types_are_parsed_normalised_and_pages_are_attachments() {
+    let app = spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    let body = set(
+        &app,
+        "alice",
+        &space,
+        json!({ "allowedContentTypes": ["image/*", "text/html"] }),
+    )
+    .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    for smuggled in [
+        "image/png;x=,text/html",
+        "image/png; q=1",
+        "image/png, text/html",
+    ] {
+        let refused = app
+            .begin_upload_raw(
+                "alice",
+                json!({ "spaceId": space, "name": "a.png", "size": 1, "contentType": smuggled,
+                        "sha256": crate::helpers::sha256_hex(b"x") }),
+            )
+            .await;
+        assert_eq!(code(&refused), "BAD_INPUT", "{smuggled}: {refused}");
+    }
+    let page = b"<html><script>alert(1)</script></html>";
+    let ticket = app
+        .begin_upload(
+            "alice",
+            &space,
+            "p.html",
+            page,
+            json!({ "contentType": "Text/HTML; Charset=UTF-8" }),
+        )
+        .await;
+    let pinned: Vec<&Value> = ticket.0["headers"].as_array().unwrap().iter().collect();
+    assert!(
+        pinned.iter().any(|h| h["name"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("content-type")
+            && h["value"] == "text/html; charset=utf-8"),
+        "the ticket pins the normalised type: {pinned:?}"
+    );
+    assert_eq!(app.put_bytes(&ticket, page.to_vec()).await.status(), 200);
+    let file = app.commit("alice", &ticket).await;
+    assert_eq!(file["contentType"], "text/html; charset=utf-8");
+    let res = app.get(file["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        res.headers()
+            .get("content-disposition")
+            .is_some_and(|d| d.to_str().unwrap().starts_with("attachment")),
+        "a page is downloaded, not rendered: {:?}",
+        res.headers()
+    );
+    // Undeclared: pinned and served as application/octet-stream.
+    let plain = set(&app, "alice", &space, json!({})).await;
+    assert!(plain.get("errors").is_none(), "{plain}");
+    let raw = app
+        .begin_upload_raw(
+            "alice",
+            json!({ "spaceId": space, "name": "blob.bin", "size": 3, "sha256": crate::helpers::sha256_hex(b"abc") }),
+        )
+        .await;
+    let ticket = crate::helpers::Ticket(raw["data"]["beginUpload"].clone());
+    assert!(
+        ticket.0["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["value"] == "application/octet-stream"),
+        "{raw}"
+    );
+    assert_eq!(app.put_bytes(&ticket, b"abc".to_vec()).await.status(), 200);
+    let file = app.commit("alice", &ticket).await;
+    let res = app.get(file["downloadUrl"].as_str().unwrap()).await;
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+}

@@ -739,3 +739,41 @@ async fn bytes_for_a_cancelled_upload_are_refused_and_not_stored() {
         "nothing stored for an abandoned upload"
     );
 }
+
+/// An upload token is a capability within its upload's life and space only: a member
+/// removed after the commit, or a stranger who got the token, learns nothing by
+/// committing again; and once the upload expires the token is worth nothing.
+#[tokio::test]
+async fn an_upload_token_does_not_outlive_membership_or_the_upload() {
+    let app = spawn_app_with(|s| s.uploads.pending_ttl = Duration::from_secs(2)).await;
+    let space = app.create_space("alice", "Team").await;
+    app.set_member("alice", &space, "bob", Some("EDITOR")).await;
+    let ticket = app
+        .begin_upload("bob", &space, "b.txt", b"bob", json!({}))
+        .await;
+    app.put_bytes(&ticket, b"bob".to_vec()).await;
+    let file = app.commit("bob", &ticket).await;
+    assert_eq!(file["version"], 1);
+    // A stranger holding the token.
+    let stranger = app.commit_raw("mallory", &ticket).await;
+    assert_eq!(
+        stranger["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{stranger}"
+    );
+    // Bob, removed.
+    app.set_member("alice", &space, "bob", None).await;
+    let removed = app.commit_raw("bob", &ticket).await;
+    assert_eq!(
+        removed["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{removed}"
+    );
+    // Alice, a member: the same answer as the first commit, until the upload expires.
+    let again = app.commit("alice", &ticket).await;
+    assert_eq!(again["id"], file["id"]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = app.commit_raw("alice", &ticket).await;
+    assert_eq!(
+        expired["errors"][0]["extensions"]["code"], "UPLOAD_EXPIRED",
+        "{expired}"
+    );
+}

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
 use sha2::Digest;
 
-use crate::domain::{Millis, Sha256, now_millis};
+use crate::domain::{DEFAULT_CONTENT_TYPE, Millis, Sha256, now_millis, renders_in_browsers};
 use crate::storage::{
     BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget,
     RangeRequest, RequestCounter,
@@ -68,7 +68,8 @@ impl BlobStore for S3Blobs {
             .content_length(size)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(target.sha256.to_base64())
-            .set_content_type(target.content_type.map(str::to_owned))
+            // Always pinned: S3 serves an object with the type it was stored with.
+            .content_type(target.content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
             .tagging(PENDING_TAG)
             .if_none_match("*")
             .presigned(presigning(target.expires_at)?)
@@ -98,7 +99,12 @@ impl BlobStore for S3Blobs {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_response_content_type(content_type.map(str::to_owned))
+            .response_content_type(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
+            // A page or a script never runs as the bucket's origin.
+            .set_response_content_disposition(
+                renders_in_browsers(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
+                    .then(|| "attachment".to_owned()),
+            )
             .presigned(presigning(expires_at)?)
             .await
             .map_err(s3_error)?;

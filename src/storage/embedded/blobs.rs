@@ -107,10 +107,10 @@ impl BlobStore for LocalBlobStore {
         // The path names the upload, whose declared size, checksum and content type the
         // server checks when the bytes arrive.
         let sig = self.signer.sign("PUT", &path, expires, "");
-        let mut headers = Vec::new();
-        if let Some(ct) = target.content_type {
-            headers.push(("Content-Type".to_owned(), ct.to_owned()));
-        }
+        let ct = target
+            .content_type
+            .unwrap_or(crate::domain::DEFAULT_CONTENT_TYPE);
+        let headers = vec![("Content-Type".to_owned(), ct.to_owned())];
         Ok(PresignedRequest {
             url: format!("{}{path}?expires={expires}&sig={sig}", self.public_url),
             method: "PUT",
