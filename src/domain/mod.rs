@@ -19,7 +19,7 @@ pub use file::{
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
 pub use media::{DEFAULT_CONTENT_TYPE, essence, normalize_content_type, renders_in_browsers};
-pub use name::{FileName, SpaceName};
+pub use name::{FileName, NameKey, SpaceName};
 pub use role::Role;
 pub use settings::{Refusal, SpaceSettings};
 pub use upload::{PendingUpload, UploadState};

@@ -16,6 +16,11 @@ pub struct SpaceSettings {
     pub allowed_content_types: Vec<String>,
     /// Extensions of the last name segment, lower case, without the dot (`md`).
     pub allowed_extensions: Vec<String>,
+    /// Names differ when only their case does (`README.md` beside `readme.md`), as on
+    /// Linux; off (the default), names are unique ignoring case, so that every space
+    /// maps onto a folder on Windows and macOS too. Set while the space has no files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_sensitive_names: bool,
 }
 
 /// Why a file may not be stored in a space.
@@ -35,6 +40,7 @@ impl SpaceSettings {
         max_file_size: Option<u64>,
         content_types: Vec<String>,
         extensions: Vec<String>,
+        case_sensitive_names: bool,
     ) -> Result<Self, Invalid> {
         if max_file_size == Some(0) {
             return Err(Invalid::new("maxFileSize must be at least 1 byte"));
@@ -83,6 +89,7 @@ impl SpaceSettings {
             max_file_size,
             allowed_content_types: types,
             allowed_extensions: exts,
+            case_sensitive_names,
         })
     }
 
@@ -120,6 +127,18 @@ impl SpaceSettings {
                 essence.as_deref().unwrap_or("not given")
             ))
         })
+    }
+
+    /// The key under which `name` is unique in the space.
+    pub fn key(&self, name: &super::FileName) -> super::NameKey {
+        name.key(self.case_sensitive_names)
+    }
+
+    /// The key of a prefix of names (`files(prefix:)`), compared as names are.
+    pub fn prefix_key(&self, prefix: &str) -> super::NameKey {
+        use unicode_normalization::UnicodeNormalization;
+        let prefix: String = prefix.nfc().collect();
+        super::NameKey::of(&prefix, self.case_sensitive_names)
     }
 
     /// Why a file with this name may not be in the space (its extension), if so.
@@ -162,6 +181,7 @@ mod tests {
             Some(10),
             vec!["Image/*".into(), "text/plain".into(), "image/*".into()],
             vec![".MD".into(), "txt".into()],
+            false,
         )
         .unwrap();
         assert_eq!(s.allowed_content_types, ["image/*", "text/plain"]);
@@ -175,12 +195,12 @@ mod tests {
             (vec![], vec!["x".repeat(17)]),
         ] {
             assert!(
-                SpaceSettings::parse(None, types.clone(), exts.clone()).is_err(),
+                SpaceSettings::parse(None, types.clone(), exts.clone(), false).is_err(),
                 "{types:?} {exts:?}"
             );
         }
-        assert!(SpaceSettings::parse(Some(0), vec![], vec![]).is_err());
-        assert!(SpaceSettings::parse(None, vec!["a/b".into(); 65], vec![]).is_err());
+        assert!(SpaceSettings::parse(Some(0), vec![], vec![], false).is_err());
+        assert!(SpaceSettings::parse(None, vec!["a/b".into(); 65], vec![], false).is_err());
     }
 
     #[test]
@@ -189,6 +209,7 @@ mod tests {
             Some(100),
             vec!["image/*".into(), "text/plain".into()],
             vec!["png".into(), "txt".into()],
+            false,
         )
         .unwrap();
         assert_eq!(s.refusal(&name("a/b.png"), Some("image/png"), 100), None);

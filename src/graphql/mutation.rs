@@ -55,6 +55,7 @@ impl Mutation {
             input.max_file_size.map(|s| s.0),
             input.allowed_content_types.unwrap_or_default(),
             input.allowed_extensions.unwrap_or_default(),
+            input.case_sensitive_names.unwrap_or(false),
         )
         .map_err(|e| bad_input(e.0))?;
         let (space, role) = service(ctx)

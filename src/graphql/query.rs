@@ -83,7 +83,7 @@ impl Query {
         connection.edges.extend(
             page.files
                 .into_iter()
-                .map(|f| Edge::new(URL_SAFE_NO_PAD.encode(f.name.as_str()), File(f))),
+                .map(|(key, f)| Edge::new(URL_SAFE_NO_PAD.encode(key), File(f))),
         );
         Ok(connection)
     }

@@ -157,6 +157,10 @@ pub struct SpaceSettings {
     pub allowed_content_types: Vec<String>,
     /// Accepted extensions of a file name's last segment, without the dot (`md`).
     pub allowed_extensions: Vec<String>,
+    /// Whether names that differ only in case are different files (`README.md` beside
+    /// `readme.md`). Off by default: names are unique ignoring case and look-alike
+    /// characters, so that the space maps onto a folder on every common file system.
+    pub case_sensitive_names: bool,
 }
 
 impl From<domain::SpaceSettings> for SpaceSettings {
@@ -165,6 +169,7 @@ impl From<domain::SpaceSettings> for SpaceSettings {
             max_file_size: s.max_file_size.map(Size),
             allowed_content_types: s.allowed_content_types,
             allowed_extensions: s.allowed_extensions,
+            case_sensitive_names: s.case_sensitive_names,
         }
     }
 }
@@ -179,6 +184,9 @@ pub struct SpaceSettingsInput {
     pub allowed_content_types: Option<Vec<String>>,
     /// Accepted extensions; empty or null: any.
     pub allowed_extensions: Option<Vec<String>>,
+    /// Names that differ only in case are different files; null: false. Can change only
+    /// before the space's first file.
+    pub case_sensitive_names: Option<bool>,
 }
 
 #[derive(SimpleObject, Clone)]

@@ -8,6 +8,10 @@ pub enum StoreError {
     Conflict { current: u32 },
     #[error("another live file has this name")]
     NameTaken { file_id: FileId, current: u32 },
+    /// Another live file is one of the name's folders (`a` for `a/b`), or in the folder
+    /// the name would be (`a/b` for `a`).
+    #[error("another live file is in the way of this name")]
+    PathClash { file_id: FileId, current: u32 },
     #[error("the upload is no longer pending")]
     UploadNotPending,
     #[error("the space would have no owner left")]

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, StorageSettings};
 use crate::domain::{
-    Change, ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload,
-    Role, Sha256, SpaceId, SpaceName, SpaceSettings, UploadId, UserId, VersionRecord,
+    Change, ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, NameKey,
+    PendingUpload, Role, Sha256, SpaceId, SpaceName, SpaceSettings, UploadId, UserId,
+    VersionRecord,
 };
 
 #[cfg(feature = "aws")]
@@ -58,6 +59,9 @@ pub struct Publish {
     pub base_version: Option<u32>,
     pub kind: ChangeKind,
     pub name: FileName,
+    /// The name's key in its space (see [`NameKey`]): unique among the live files, and
+    /// no live file's key may be a folder of it, nor it a folder of one's.
+    pub name_key: NameKey,
     pub content: Content,
     pub metadata: Metadata,
     pub deleted: bool,
@@ -114,12 +118,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError>;
     /// The space's settings (defaults until an owner sets them); `None` if no such space.
     async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError>;
-    /// Replaces the space's settings; [`StoreError::NoSuchSpace`] if there is no such space.
+    /// Replaces the space's settings; [`StoreError::NoSuchSpace`] if there is no such
+    /// space. With `before_first_change`, only while the space has no change yet
+    /// (`false` otherwise, nothing written): how names compare may change only then.
     async fn set_space_settings(
         &self,
         space: SpaceId,
         settings: SpaceSettings,
-    ) -> Result<(), StoreError>;
+        before_first_change: bool,
+    ) -> Result<bool, StoreError>;
     /// Adds, changes (`Some`) or removes (`None`) a member. Refuses with
     /// [`StoreError::LastOwner`] a change that would leave the space without an owner.
     async fn set_member(
@@ -141,20 +148,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Every committed version, oldest first.
     async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError>;
-    /// Live (not deleted) files whose name starts with `prefix`, ordered by name, after the
-    /// name `after` (exclusive).
+    /// Live (not deleted) files whose name key starts with `key_prefix`, ordered by key,
+    /// after the key `after` (exclusive).
     async fn list_files(
         &self,
         space: SpaceId,
-        prefix: &str,
+        key_prefix: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<FileRecord>, StoreError>;
-    /// The live file with this exact name, if any.
-    async fn file_named(
+    /// The live file whose name has this key, if any.
+    async fn file_keyed(
         &self,
         space: SpaceId,
-        name: &FileName,
+        key: &NameKey,
     ) -> Result<Option<FileRecord>, StoreError>;
     /// Files (tombstones included) whose last change has `seq > after_seq`, in seq order.
     async fn changes(
@@ -197,7 +204,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Publishes one change atomically (see [`Publish`]). Fails with
     /// [`StoreError::Conflict`] when the file's current version is not `base_version`,
-    /// [`StoreError::NameTaken`] when another live file has the name, and
+    /// [`StoreError::NameTaken`] when another live file has the name (its key),
+    /// [`StoreError::PathClash`] when another live file is one of its folders or in it, and
     /// [`StoreError::UploadNotPending`] when the upload was committed or abandoned meanwhile.
     async fn publish(&self, change: Publish) -> Result<FileRecord, StoreError>;
 

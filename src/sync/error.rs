@@ -87,7 +87,16 @@ impl From<StoreError> for Error {
         match e {
             StoreError::Conflict { current } => Error::conflict(current),
             StoreError::NameTaken { file_id, current } => Error::Conflict {
-                message: "another file already has this name".into(),
+                message: "another file already has this name (names are compared \
+                          ignoring case and look-alike characters)"
+                    .into(),
+                current_version: current,
+                file_id: Some(file_id),
+            },
+            StoreError::PathClash { file_id, current } => Error::Conflict {
+                message: "another file is in the way: a file cannot be a folder of other \
+                          files, nor be inside a file"
+                    .into(),
                 current_version: current,
                 file_id: Some(file_id),
             },

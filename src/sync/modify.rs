@@ -39,14 +39,12 @@ impl SyncService {
                 "nothing to update: give a name or metadata",
             ));
         }
+        let settings = self.settings_of(file.space_id).await?;
         let name = match update.name {
             Some(name) => {
                 let name = FileName::parse(&name)?;
                 if name != file.name
-                    && let Some(refusal) = self
-                        .settings_of(file.space_id)
-                        .await?
-                        .extension_refusal(&name)
+                    && let Some(refusal) = settings.extension_refusal(&name)
                 {
                     return Err(super::spaces::refused(refusal));
                 }
@@ -63,6 +61,7 @@ impl SyncService {
             file_id: id,
             base_version: Some(base),
             kind: ChangeKind::Updated,
+            name_key: settings.key(&name),
             name,
             content: file.content,
             metadata,
@@ -102,6 +101,7 @@ impl SyncService {
                     file_id: id,
                     base_version: Some(base.unwrap_or(file.version)),
                     kind: ChangeKind::Deleted,
+                    name_key: self.settings_of(file.space_id).await?.key(&file.name),
                     name: file.name.clone(),
                     content: file.content.clone(),
                     metadata: file.metadata.clone(),
@@ -167,6 +167,7 @@ impl SyncService {
             file_id: id,
             base_version: Some(base),
             kind: ChangeKind::Restored,
+            name_key: settings.key(&old.name),
             name: old.name,
             content: old.content,
             metadata: old.metadata,

@@ -3,9 +3,10 @@
 use super::{Error, Result, SyncService, file_at_version};
 use crate::domain::{Cursor, FileId, FileRecord, SpaceId, UserId, VersionRecord};
 
-/// One page of a space's live files, ordered by name.
+/// One page of a space's live files, ordered by name key (case-insensitively, unless the
+/// space is case-sensitive), each with its key (its place in the order: a cursor).
 pub struct FilePage {
-    pub files: Vec<FileRecord>,
+    pub files: Vec<(String, FileRecord)>,
     pub has_next: bool,
 }
 
@@ -56,14 +57,21 @@ impl SyncService {
     ) -> Result<FilePage> {
         self.role_in(user, space).await?;
         let limit = self.page_size(first, "first")?;
+        let settings = self.settings_of(space).await?;
+        // The prefix is compared as names are: normalised, and folded like their keys.
+        let prefix = settings.prefix_key(prefix.unwrap_or(""));
         let mut files = self
             .inner
             .store
             .meta
-            .list_files(space, prefix.unwrap_or(""), after, limit + 1)
+            .list_files(space, prefix.as_str(), after, limit + 1)
             .await?;
         let has_next = files.len() > limit;
         files.truncate(limit);
+        let files = files
+            .into_iter()
+            .map(|f| (settings.key(&f.name).as_str().to_owned(), f))
+            .collect();
         Ok(FilePage { files, has_next })
     }
 

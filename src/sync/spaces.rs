@@ -96,7 +96,16 @@ impl SyncService {
             )));
         }
         let meta = &self.inner.store.meta;
-        meta.set_space_settings(space, settings.clone()).await?;
+        let renames =
+            settings.case_sensitive_names != self.settings_of(space).await?.case_sensitive_names;
+        if !meta
+            .set_space_settings(space, settings.clone(), renames)
+            .await?
+        {
+            return Err(Error::bad_input(
+                "caseSensitiveNames can change only before the space's first file",
+            ));
+        }
         tracing::info!(%space, by = %user, ?settings, "space settings changed");
         let space = meta.space(space).await?.ok_or(Error::NotFound("space"))?;
         Ok((space, role))
@@ -111,20 +120,17 @@ impl SyncService {
             .ok_or(Error::NotFound("space"))
     }
 
-    /// Refuses a file the space's settings do not accept.
+    /// Refuses a file the space's settings do not accept; the settings otherwise.
     pub(super) async fn check_space_accepts(
         &self,
         space: SpaceId,
         name: &FileName,
         content_type: Option<&str>,
         size: u64,
-    ) -> Result<()> {
-        match self
-            .settings_of(space)
-            .await?
-            .refusal(name, content_type, size)
-        {
-            None => Ok(()),
+    ) -> Result<SpaceSettings> {
+        let settings = self.settings_of(space).await?;
+        match settings.refusal(name, content_type, size) {
+            None => Ok(settings),
             Some(refusal) => Err(refused(refusal)),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::domain::{
-    Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
+    Change, FileId, FileRecord, Millis, NameKey, PendingUpload, Role, SpaceId, SpaceName,
     SpaceSettings, UploadId, UserId, VersionRecord,
 };
 use crate::storage::url_signing::UrlSigner;
@@ -111,8 +111,11 @@ impl MetadataStore for FaultyStore {
         &self,
         space: SpaceId,
         settings: SpaceSettings,
-    ) -> Result<(), StoreError> {
-        self.inner.set_space_settings(space, settings).await
+        before_first_change: bool,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .set_space_settings(space, settings, before_first_change)
+            .await
     }
     async fn set_member(
         &self,
@@ -147,12 +150,12 @@ impl MetadataStore for FaultyStore {
     ) -> Result<Vec<FileRecord>, StoreError> {
         self.inner.list_files(space, prefix, after, limit).await
     }
-    async fn file_named(
+    async fn file_keyed(
         &self,
         space: SpaceId,
-        name: &FileName,
+        key: &NameKey,
     ) -> Result<Option<FileRecord>, StoreError> {
-        self.inner.file_named(space, name).await
+        self.inner.file_keyed(space, key).await
     }
     async fn changes(
         &self,

@@ -286,7 +286,8 @@ impl SyncService {
             .map(crate::domain::normalize_content_type)
             .transpose()?;
         let metadata = input.metadata.map(Metadata::parse).transpose()?;
-        self.check_space_accepts(input.space_id, &name, content_type.as_deref(), size)
+        let settings = self
+            .check_space_accepts(input.space_id, &name, content_type.as_deref(), size)
             .await?;
         let limit = self.inner.limits.max_pending_per_user;
         if self
@@ -334,7 +335,9 @@ impl SyncService {
                 (FileId::new(), None, metadata.unwrap_or_default())
             }
         };
-        if let Some(other) = meta.file_named(input.space_id, &name).await?
+        if let Some(other) = meta
+            .file_keyed(input.space_id, &settings.key(&name))
+            .await?
             && other.id != file_id
         {
             return Err(StoreError::NameTaken {
@@ -417,13 +420,14 @@ impl SyncService {
         // Again on the stored bytes (their size; their type is pinned to the declared one)
         // and the space's settings as they are now: an owner may have tightened them
         // since `beginUpload`.
-        self.check_space_accepts(
-            upload.space_id,
-            &upload.name,
-            upload.content_type.as_deref(),
-            info.size,
-        )
-        .await?;
+        let settings = self
+            .check_space_accepts(
+                upload.space_id,
+                &upload.name,
+                upload.content_type.as_deref(),
+                info.size,
+            )
+            .await?;
         // Unmark first: if publishing then fails, the upload stays pending and the sweeper
         // deletes the object; the reverse order could expire a committed object.
         if !blobs.mark_committed(&upload.blob_key).await? {
@@ -445,6 +449,7 @@ impl SyncService {
                 ChangeKind::Created
             },
             name: upload.name.clone(),
+            name_key: settings.key(&upload.name),
             content: Content {
                 blob_key: upload.blob_key.clone(),
                 size: upload.size,

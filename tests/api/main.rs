@@ -18,6 +18,7 @@ mod limits;
 mod live;
 mod model;
 mod modify;
+mod names;
 mod ops;
 mod process;
 mod races;

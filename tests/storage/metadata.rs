@@ -44,6 +44,7 @@ fn change(space: SpaceId, file: FileId, base: Option<u32>, name: &str, tag: u8) 
             ChangeKind::Created
         },
         name: FileName::parse(name).unwrap(),
+        name_key: FileName::parse(name).unwrap().key(false),
         content: content(tag),
         metadata: Metadata::parse(vec![MetadataEntry {
             key: "tag".to_owned(),
@@ -208,15 +209,15 @@ async fn a_publish_moves_the_file_its_history_and_the_seq_together() {
         .publish(change(space, file, Some(2), "docs/b.txt", 5))
         .await
         .unwrap();
-    let name = |n: &str| FileName::parse(n).unwrap();
+    let name = |n: &str| FileName::parse(n).unwrap().key(false);
     assert!(
-        meta.file_named(space, &name("docs/a.txt"))
+        meta.file_keyed(space, &name("docs/a.txt"))
             .await
             .unwrap()
             .is_none()
     );
     assert_eq!(
-        meta.file_named(space, &name("docs/b.txt")).await.unwrap(),
+        meta.file_keyed(space, &name("docs/b.txt")).await.unwrap(),
         Some(renamed)
     );
     let mut delete = change(space, file, Some(3), "docs/b.txt", 6);
@@ -226,7 +227,7 @@ async fn a_publish_moves_the_file_its_history_and_the_seq_together() {
     assert!(tombstone.deleted);
     assert_eq!((tombstone.version, tombstone.seq), (4, 4));
     assert!(
-        meta.file_named(space, &name("docs/b.txt"))
+        meta.file_keyed(space, &name("docs/b.txt"))
             .await
             .unwrap()
             .is_none()
@@ -484,10 +485,12 @@ async fn space_settings_are_kept_whole_and_apart() {
     );
     assert_eq!(meta.space_settings(SpaceId::new()).await.unwrap(), None);
     let settings =
-        SpaceSettings::parse(Some(5), vec!["image/*".into()], vec!["png".into()]).unwrap();
-    meta.set_space_settings(space, settings.clone())
-        .await
-        .unwrap();
+        SpaceSettings::parse(Some(5), vec!["image/*".into()], vec!["png".into()], false).unwrap();
+    assert!(
+        meta.set_space_settings(space, settings.clone(), true)
+            .await
+            .unwrap()
+    );
     assert_eq!(meta.space_settings(space).await.unwrap(), Some(settings));
     assert_eq!(
         meta.space_settings(other).await.unwrap(),
@@ -505,11 +508,92 @@ async fn space_settings_are_kept_whole_and_apart() {
             .max_file_size,
         Some(5)
     );
+    // Once the space has a change, a change that must come before any is refused.
+    assert!(
+        !meta
+            .set_space_settings(space, SpaceSettings::default(), true)
+            .await
+            .unwrap()
+    );
+    assert!(
+        meta.set_space_settings(space, SpaceSettings::default(), false)
+            .await
+            .unwrap()
+    );
     let missing = meta
-        .set_space_settings(SpaceId::new(), SpaceSettings::default())
+        .set_space_settings(SpaceId::new(), SpaceSettings::default(), false)
         .await;
     assert!(
         matches!(missing, Err(StoreError::NoSuchSpace)),
         "{missing:?}"
     );
+}
+
+/// Names are unique by their key (case and look-alikes folded), a file is never a folder
+/// of another live file, and listings go by key.
+#[tokio::test]
+async fn names_are_unique_by_key_and_never_clash_with_folders() {
+    let store = backend().await;
+    let meta = &*store.meta;
+    let space = new_space(meta, 1).await;
+    let readme = FileId::new();
+    meta.publish(change(space, readme, None, "README.md", 1))
+        .await
+        .unwrap();
+    let refused = meta
+        .publish(change(space, FileId::new(), None, "readme.md", 2))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NameTaken { file_id, .. }) if file_id == readme),
+        "{refused:?}"
+    );
+    // A file where a folder must be, and a folder where a file is.
+    let doc = FileId::new();
+    meta.publish(change(space, doc, None, "docs/a.txt", 3))
+        .await
+        .unwrap();
+    for clash in ["docs", "DOCS", "docs/a.txt/b", "Docs/A.TXT/deeper/c"] {
+        let result = meta
+            .publish(change(space, FileId::new(), None, clash, 4))
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::PathClash { .. })),
+            "{clash}: {result:?}"
+        );
+    }
+    // The clash ends with the file: once `docs/a.txt` is renamed away, `docs` is free.
+    meta.publish(change(space, doc, Some(1), "notes.txt", 5))
+        .await
+        .unwrap();
+    let docs = FileId::new();
+    meta.publish(change(space, docs, None, "docs", 6))
+        .await
+        .expect("no file is under docs any more");
+    // A file may move into a folder named as itself was: `docs` to `docs/docs`.
+    meta.publish(change(space, docs, Some(1), "docs/docs", 7))
+        .await
+        .expect("a file moving under its own old name");
+    meta.publish(change(space, docs, Some(2), "docs", 8))
+        .await
+        .expect("and back onto the folder it alone was in");
+    assert_eq!(meta.space(space).await.unwrap().unwrap().seq, 6);
+    // Listings go by key, and a key prefix.
+    let keys: Vec<String> = meta
+        .list_files(space, "", None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.name.as_str().to_owned())
+        .collect();
+    assert_eq!(keys, ["docs", "notes.txt", "README.md"]);
+    let under = meta
+        .list_files(
+            space,
+            &FileName::parse("READ").unwrap().key(false).to_string(),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(under.len(), 1);
 }

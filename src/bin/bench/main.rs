@@ -260,12 +260,14 @@ async fn seed(dir: &Path, n: usize) -> anyhow::Result<String> {
     };
     for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
         let publishes = chunk.iter().map(|i| {
+            let name = FileName::parse(&format!("dir{:03}/file{i:06}.txt", i % 997)).expect("name");
             storage.meta.publish(Publish {
                 space_id: space,
                 file_id: FileId::new(),
                 base_version: None,
                 kind: ChangeKind::Created,
-                name: FileName::parse(&format!("dir{:03}/file{i:06}.txt", i % 997)).expect("name"),
+                name_key: name.key(false),
+                name,
                 content: content.clone(),
                 metadata: Metadata::default(),
                 deleted: false,

@@ -29,8 +29,13 @@ pub const SPACE_SK: &str = "SPACE";
 pub fn member_sk(user: &UserId) -> String {
     format!("M#{}", user.as_str())
 }
-pub fn name_sk(name: &str) -> String {
-    format!("N#{name}")
+/// A live file under its name key.
+pub fn name_sk(key: &str) -> String {
+    format!("N#{key}")
+}
+/// The count of live files under a folder (its name key).
+pub fn folder_sk(key: &str) -> String {
+    format!("D#{key}")
 }
 /// Sort keys of seq-ordered items: fixed width, so string order is numeric order.
 pub fn log_sk(seq: u64) -> String {

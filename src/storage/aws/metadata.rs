@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::items::{self, Attrs, Item, key, n, s};
 use crate::domain::{
-    Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
+    Change, FileId, FileRecord, Millis, NameKey, PendingUpload, Role, SpaceId, SpaceName,
     SpaceSettings, UploadId, UploadState, UserId, VersionRecord,
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, RequestCounter, Space, StoreError};
@@ -203,7 +203,20 @@ impl DynamoMetadata {
             .ok_or(StoreError::NoSuchSpace)?;
         let prev_seq: u64 = Item(&space).num("seq")?;
         let members_epoch = items::members_epoch_of(&space)?;
-        let current = self.file(change.file_id).await?;
+        let current_item = self
+            .get(key(items::file_pk(change.file_id), items::FILE_SK))
+            .await?;
+        let current = current_item.as_ref().map(items::file_from).transpose()?;
+        // The key the file's live name item is under (files written before keys existed
+        // are under their exact name).
+        let old_key: Option<String> = match (&current_item, &current) {
+            (Some(item), Some(file)) => Some(
+                Item(item)
+                    .opt_str("name_key")?
+                    .map_or_else(|| file.name.as_str().to_owned(), str::to_owned),
+            ),
+            _ => None,
+        };
         let (number, creator, created_at) = match (&current, change.base_version) {
             (None, None) => (1, change.actor.clone(), change.at),
             (Some(f), Some(base)) if f.version == base && f.space_id == change.space_id => {
@@ -291,8 +304,17 @@ impl DynamoMetadata {
                 ]),
             ),
         };
+        let new_key = change.name_key.as_str();
+        let keyed = |mut item: items::Attrs| {
+            item.insert("name_key".into(), s(new_key));
+            item
+        };
         tx.push(self.put(
-            items::file_item(items::file_pk(change.file_id), items::FILE_SK.into(), &file),
+            keyed(items::file_item(
+                items::file_pk(change.file_id),
+                items::FILE_SK.into(),
+                &file,
+            )),
             Some(file_condition.0),
             file_condition.1,
         ));
@@ -306,7 +328,11 @@ impl DynamoMetadata {
         ));
         // 4, 5: the `changes` index holds each file once, at its latest seq.
         tx.push(self.put(
-            items::file_item(space_pk.clone(), items::latest_sk(seq), &file),
+            keyed(items::file_item(
+                space_pk.clone(),
+                items::latest_sk(seq),
+                &file,
+            )),
             None,
             HashMap::new(),
         ));
@@ -317,26 +343,84 @@ impl DynamoMetadata {
                 HashMap::new(),
             ));
         }
-        // The name item: at most one live file per name in a space.
+        // The name item: at most one live file per name key in a space.
         let name_index = tx.len();
         if !change.deleted {
             tx.push(self.put(
-                items::file_item(
+                keyed(items::file_item(
                     space_pk.clone(),
-                    items::name_sk(change.name.as_str()),
+                    items::name_sk(new_key),
                     &file,
-                ),
+                )),
                 Some("attribute_not_exists(pk) OR file_id = :file"),
                 HashMap::from([(":file".into(), file_id.clone())]),
             ));
         }
-        if let Some(old) = current.as_ref().filter(|f| !f.deleted)
-            && (change.deleted || old.name != change.name)
+        let old_live_key = current
+            .as_ref()
+            .filter(|f| !f.deleted)
+            .and(old_key.as_deref());
+        if let Some(old) = old_live_key
+            && (change.deleted || old != new_key)
         {
             tx.push(self.delete(
-                key(space_pk.clone(), items::name_sk(old.name.as_str())),
+                key(space_pk.clone(), items::name_sk(old)),
                 Some("file_id = :file"),
                 HashMap::from([(":file".into(), file_id.clone())]),
+            ));
+        }
+        // Folders: none of the name's folders is a live file, and the name is no folder
+        // of other live files, which each folder's count (`D#`) of live files under it
+        // says; the counts move with the file.
+        let new_folders: Vec<&str> = if change.deleted {
+            Vec::new()
+        } else {
+            change.name_key.folders().collect()
+        };
+        let old_name_key = old_live_key.map(|k| NameKey::from_stored(k.to_owned()));
+        let old_folders: Vec<&str> = old_name_key.iter().flat_map(|k| k.folders()).collect();
+        let mut folder_checks = Vec::new();
+        for folder in &new_folders {
+            if Some(*folder) == old_live_key {
+                continue; // the file itself, leaving that name in this transaction
+            }
+            folder_checks.push((tx.len(), None));
+            tx.push(self.condition_check(
+                key(space_pk.clone(), items::name_sk(folder)),
+                "attribute_not_exists(pk)",
+                HashMap::new(),
+            ));
+        }
+        let mut deltas: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for folder in &new_folders {
+            *deltas.entry(folder).or_default() += 1;
+        }
+        for folder in &old_folders {
+            *deltas.entry(folder).or_default() -= 1;
+        }
+        deltas.retain(|_, d| *d != 0);
+        for (folder, delta) in &deltas {
+            // A file renamed to one of its own folders: only itself may be under it.
+            let must_hold_only_it = !change.deleted && *folder == new_key;
+            if must_hold_only_it {
+                folder_checks.push((tx.len(), Some(new_key.to_owned())));
+            }
+            tx.push(
+                TransactWriteItem::builder()
+                    .update(self.folder_update(
+                        key(space_pk.clone(), items::folder_sk(folder)),
+                        *delta,
+                        must_hold_only_it,
+                    ))
+                    .build(),
+            );
+        }
+        if !change.deleted && !deltas.contains_key(new_key) {
+            folder_checks.push((tx.len(), Some(new_key.to_owned())));
+            tx.push(self.condition_check(
+                key(space_pk.clone(), items::folder_sk(new_key)),
+                "attribute_not_exists(pk) OR files = :zero",
+                HashMap::from([(":zero".into(), n(0))]),
             ));
         }
         // The upload, which must still be pending.
@@ -404,6 +488,24 @@ impl DynamoMetadata {
             };
             return Err(StoreError::Conflict { current });
         }
+        for (index, folder) in &folder_checks {
+            if !failed(*index) {
+                continue;
+            }
+            let holder = match folder {
+                // A live file is one of the name's folders: the check saw it.
+                None => reasons[*index].item().map(items::file_from).transpose()?,
+                // The name is a folder of live files: one of them.
+                Some(folder) => self.one_file_under(change.space_id, folder).await?,
+            };
+            return match holder {
+                Some(holder) => Err(StoreError::PathClash {
+                    file_id: holder.id,
+                    current: holder.version,
+                }),
+                None => Ok(None),
+            };
+        }
         if !change.deleted && failed(name_index) {
             let holder = reasons[name_index]
                 .item()
@@ -419,6 +521,56 @@ impl DynamoMetadata {
         }
         // The seq moved on, or a concurrent transaction held an item: read again.
         Ok(None)
+    }
+}
+
+impl DynamoMetadata {
+    fn condition_check(&self, key: Attrs, condition: &str, values: Attrs) -> TransactWriteItem {
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression(condition)
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and condition are set");
+        TransactWriteItem::builder().condition_check(check).build()
+    }
+
+    /// Moves a folder's count of live files by `delta`; with `only_one`, the folder must
+    /// hold exactly one (the file moving out of it onto the folder's own name).
+    fn folder_update(&self, key: Attrs, delta: i64, only_one: bool) -> Update {
+        let mut values = HashMap::from([(":d".to_owned(), n(delta))]);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("ADD files :d");
+        if only_one {
+            values.insert(":one".into(), n(1));
+            update = update.condition_expression("files = :one");
+        }
+        update
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("table, key and expression are set")
+    }
+
+    /// One live file whose key is under `folder`, if any.
+    async fn one_file_under(
+        &self,
+        space: SpaceId,
+        folder: &str,
+    ) -> Result<Option<FileRecord>, StoreError> {
+        let found = self
+            .range(
+                items::space_pk(space),
+                items::name_sk(&format!("{folder}/")),
+                items::name_sk(&format!("{folder}0")),
+                1,
+            )
+            .await?;
+        found.first().map(items::file_from).transpose()
     }
 }
 
@@ -492,23 +644,29 @@ impl MetadataStore for DynamoMetadata {
         &self,
         space: SpaceId,
         settings: SpaceSettings,
-    ) -> Result<(), StoreError> {
+        before_first_change: bool,
+    ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(&settings).map_err(|e| StoreError::Other(e.into()))?;
-        let exists = self
-            .update_if(
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(items::space_pk(space), items::SPACE_SK)))
-                    .update_expression("SET settings = :settings")
-                    .condition_expression("attribute_exists(pk)")
-                    .expression_attribute_values(":settings", s(&json)),
-            )
-            .await?;
-        if exists {
-            Ok(())
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(items::space_pk(space), items::SPACE_SK)))
+            .update_expression("SET settings = :settings")
+            .expression_attribute_values(":settings", s(&json));
+        update = if before_first_change {
+            update
+                .condition_expression("attribute_exists(pk) AND seq = :zero")
+                .expression_attribute_values(":zero", n(0))
         } else {
-            Err(StoreError::NoSuchSpace)
+            update.condition_expression("attribute_exists(pk)")
+        };
+        if self.update_if(update).await? {
+            return Ok(true);
+        }
+        match self.space(space).await? {
+            None => Err(StoreError::NoSuchSpace),
+            Some(_) => Ok(false),
         }
     }
 
@@ -752,16 +910,16 @@ impl MetadataStore for DynamoMetadata {
     async fn list_files(
         &self,
         space: SpaceId,
-        prefix: &str,
+        key_prefix: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<FileRecord>, StoreError> {
-        // Sort keys compare as UTF-8 bytes, as names do: a prefix is a key range.
+        // Sort keys compare as UTF-8 bytes, as name keys do: a prefix is a key range.
         let lower = match after {
-            Some(after) if after >= prefix => after,
-            _ => prefix,
+            Some(after) if after >= key_prefix => after,
+            _ => key_prefix,
         };
-        let upper = crate::storage::prefix_upper_bound(prefix)
+        let upper = crate::storage::prefix_upper_bound(key_prefix)
             .map_or_else(|| "N$".to_owned(), |u| items::name_sk(&u));
         let found = self
             .range(
@@ -773,27 +931,29 @@ impl MetadataStore for DynamoMetadata {
             .await?;
         let mut files = Vec::with_capacity(found.len());
         for item in &found {
-            let file = items::file_from(item)?;
-            let name = file.name.as_str();
-            if after == Some(name) || !name.starts_with(prefix) {
+            let key = Item(item).str("sk")?.strip_prefix("N#").unwrap_or_default();
+            if after == Some(key) || !key.starts_with(key_prefix) {
                 continue;
             }
-            files.push(file);
+            files.push(items::file_from(item)?);
         }
         files.truncate(limit);
         Ok(files)
     }
 
-    async fn file_named(
+    async fn file_keyed(
         &self,
         space: SpaceId,
-        name: &FileName,
+        name_key: &NameKey,
     ) -> Result<Option<FileRecord>, StoreError> {
-        self.get(key(items::space_pk(space), items::name_sk(name.as_str())))
-            .await?
-            .as_ref()
-            .map(items::file_from)
-            .transpose()
+        self.get(key(
+            items::space_pk(space),
+            items::name_sk(name_key.as_str()),
+        ))
+        .await?
+        .as_ref()
+        .map(items::file_from)
+        .transpose()
     }
 
     async fn changes(

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -138,6 +138,21 @@ impl ReaderPool {
     }
 }
 
+/// Computes the name key of every file (spaces made before keys compared names
+/// ignoring case: that is the default).
+fn fill_name_keys(conn: &Connection) -> anyhow::Result<()> {
+    let names: Vec<(String, String)> = conn
+        .prepare("SELECT id, name FROM files")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE files SET name_key = ?2 WHERE id = ?1")?;
+    for (id, name) in names {
+        let key = crate::domain::FileName::from_stored(name).key(false);
+        update.execute(rusqlite::params![id, key.as_str()])?;
+    }
+    Ok(())
+}
+
 /// Creates the database file with mode 0600 before SQLite opens it (SQLite gives its
 /// journal and WAL files the database's mode), and makes an existing one and its files
 /// private too.
@@ -212,6 +227,12 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
                 "ALTER TABLE spaces ADD COLUMN members_epoch INTEGER NOT NULL DEFAULT 0; \
                  ALTER TABLE versions ADD COLUMN members_epoch INTEGER NOT NULL DEFAULT 0;"
             }
+            // 6: each file's name key (names compare ignoring case and look-alikes), for
+            // uniqueness, folder clashes and listings; filled in below.
+            5 => {
+                "ALTER TABLE files ADD COLUMN name_key TEXT NOT NULL DEFAULT ''; \
+                 CREATE INDEX files_live_key ON files(space_id, name_key) WHERE deleted = 0;"
+            }
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(
                 "database schema version {newer} is newer than this release understands \
@@ -220,6 +241,9 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
         };
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(step)?;
+        if version == 5 {
+            fill_name_keys(&tx)?;
+        }
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
     }

@@ -9,7 +9,7 @@ use super::rows::{
     self, CHANGE_COLUMNS, FILE_COLUMNS, SPACE_COLUMNS, UPLOAD_COLUMNS, VERSION_COLUMNS, internal,
 };
 use crate::domain::{
-    Change, FileId, FileName, FileRecord, Millis, PendingUpload, Role, SpaceId, SpaceName,
+    Change, FileId, FileRecord, Millis, NameKey, PendingUpload, Role, SpaceId, SpaceName,
     SpaceSettings, UploadId, UploadState, UserId, VersionRecord,
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, Space, StoreError};
@@ -71,18 +71,24 @@ impl MetadataStore for Db {
         &self,
         space: SpaceId,
         settings: SpaceSettings,
-    ) -> Result<(), StoreError> {
+        before_first_change: bool,
+    ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(&settings).map_err(|e| StoreError::Other(e.into()))?;
         self.writer
             .write(move |conn, _| {
-                let changed = conn
-                    .prepare_cached("UPDATE spaces SET settings = ?2 WHERE id = ?1")
+                let seq: Option<i64> = conn
+                    .prepare_cached("SELECT seq FROM spaces WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([space.to_string()], |r| r.get(0)).optional())
+                    .map_err(internal)?;
+                match seq {
+                    None => return Err(StoreError::NoSuchSpace),
+                    Some(seq) if before_first_change && seq > 0 => return Ok(false),
+                    Some(_) => {}
+                }
+                conn.prepare_cached("UPDATE spaces SET settings = ?2 WHERE id = ?1")
                     .and_then(|mut s| s.execute(params![space.to_string(), json]))
                     .map_err(internal)?;
-                if changed == 0 {
-                    return Err(StoreError::NoSuchSpace);
-                }
-                Ok(())
+                Ok(true)
             })
             .await
     }
@@ -289,25 +295,25 @@ impl MetadataStore for Db {
     async fn list_files(
         &self,
         space: SpaceId,
-        prefix: &str,
+        key_prefix: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<FileRecord>, StoreError> {
-        // Names compare bytewise (BINARY collation on UTF-8), so a prefix is the range
+        // Keys compare bytewise (BINARY collation on UTF-8), so a prefix is the range
         // [prefix, next string after every string starting with prefix).
         let lower = match after {
-            Some(after) if after >= prefix => after.to_owned(),
-            _ => prefix.to_owned(),
+            Some(after) if after >= key_prefix => after.to_owned(),
+            _ => key_prefix.to_owned(),
         };
-        let lower_inclusive = after.is_none_or(|a| a < prefix);
-        let upper = crate::storage::prefix_upper_bound(prefix);
+        let lower_inclusive = after.is_none_or(|a| a < key_prefix);
+        let upper = crate::storage::prefix_upper_bound(key_prefix);
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {FILE_COLUMNS} FROM files
                  WHERE space_id = ?1 AND deleted = 0
-                   AND (name > ?2 OR (?3 AND name = ?2))
-                   AND (?4 IS NULL OR name < ?4)
-                 ORDER BY name LIMIT ?5"
+                   AND (name_key > ?2 OR (?3 AND name_key = ?2))
+                   AND (?4 IS NULL OR name_key < ?4)
+                 ORDER BY name_key LIMIT ?5"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
             let rows = stmt
@@ -327,23 +333,13 @@ impl MetadataStore for Db {
         .await
     }
 
-    async fn file_named(
+    async fn file_keyed(
         &self,
         space: SpaceId,
-        name: &FileName,
+        key: &NameKey,
     ) -> Result<Option<FileRecord>, StoreError> {
-        let name = name.as_str().to_owned();
-        self.lookup(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files
-                 WHERE space_id = ?1 AND name = ?2 AND deleted = 0"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![space.to_string(), name], rows::file)
-                    .optional()
-            })
-            .map_err(internal)
-        })
+        let key = key.as_str().to_owned();
+        self.lookup(move |conn| live_file_keyed(conn, space, &key, None))
     }
 
     async fn changes(
@@ -545,32 +541,50 @@ fn publish(
         (None, Some(_)) => return Err(StoreError::Conflict { current: 0 }),
     };
 
-    // A live file keeping its own name cannot clash: the name is already its own.
-    let keeps_its_name = current
-        .as_ref()
-        .is_some_and(|f| !f.deleted && f.name == change.name);
-    if !change.deleted && !keeps_its_name {
-        let taken: Option<(String, u32)> = conn
-            .prepare_cached(
-                "SELECT id, version FROM files
-                 WHERE space_id = ?1 AND name = ?2 AND deleted = 0 AND id != ?3",
-            )
+    // The name: no other live file has its key, none is one of its folders, and it is
+    // no folder of another's. (The writer is the only one: these reads cannot go stale
+    // before the write below.)
+    if !change.deleted {
+        let space = change.space_id;
+        let key = change.name_key.as_str();
+        let other = Some(change.file_id);
+        if let Some(taken) = live_file_keyed(conn, space, key, other)? {
+            return Err(StoreError::NameTaken {
+                file_id: taken.id,
+                current: taken.version,
+            });
+        }
+        for folder in change.name_key.folders() {
+            if let Some(file) = live_file_keyed(conn, space, folder, other)? {
+                return Err(StoreError::PathClash {
+                    file_id: file.id,
+                    current: file.version,
+                });
+            }
+        }
+        let inside: Option<FileRecord> = conn
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files
+                 WHERE space_id = ?1 AND deleted = 0 AND id != ?4
+                   AND name_key > ?2 AND name_key < ?3 LIMIT 1"
+            ))
             .and_then(|mut s| {
                 s.query_row(
                     params![
-                        change.space_id.to_string(),
-                        change.name.as_str(),
+                        space.to_string(),
+                        format!("{key}/"),
+                        format!("{key}0"),
                         change.file_id.to_string()
                     ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    rows::file,
                 )
                 .optional()
             })
             .map_err(internal)?;
-        if let Some((id, version)) = taken {
-            return Err(StoreError::NameTaken {
-                file_id: id.parse().map_err(|e| anyhow::anyhow!("{e}"))?,
-                current: version,
+        if let Some(file) = inside {
+            return Err(StoreError::PathClash {
+                file_id: file.id,
+                current: file.version,
             });
         }
     }
@@ -615,13 +629,13 @@ fn publish(
     .map_err(internal)?;
 
     conn.prepare_cached(&format!(
-        "INSERT INTO files ({FILE_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+        "INSERT INTO files ({FILE_COLUMNS}, name_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT (id) DO UPDATE SET
            name = excluded.name, version = excluded.version, blob_key = excluded.blob_key,
            size = excluded.size, sha256 = excluded.sha256, content_type = excluded.content_type,
            metadata = excluded.metadata, updated_at = excluded.updated_at,
-           deleted = excluded.deleted, seq = excluded.seq"
+           deleted = excluded.deleted, seq = excluded.seq, name_key = excluded.name_key"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -639,6 +653,7 @@ fn publish(
             c.at,
             c.deleted,
             seq,
+            c.name_key.as_str(),
         ])
     })
     .map_err(internal)?;
@@ -669,6 +684,31 @@ fn publish(
         deleted: change.deleted,
         seq,
     })
+}
+
+/// The live file of `space` whose name has `key`, other than `except`.
+fn live_file_keyed(
+    conn: &Connection,
+    space: SpaceId,
+    key: &str,
+    except: Option<FileId>,
+) -> Result<Option<FileRecord>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {FILE_COLUMNS} FROM files
+         WHERE space_id = ?1 AND name_key = ?2 AND deleted = 0 AND id != ?3 LIMIT 1"
+    ))
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                space.to_string(),
+                key,
+                except.map(|id| id.to_string()).unwrap_or_default()
+            ],
+            rows::file,
+        )
+        .optional()
+    })
+    .map_err(internal)
 }
 
 fn file_by_id(conn: &Connection, id: FileId) -> Result<Option<FileRecord>, StoreError> {
