@@ -265,7 +265,7 @@ impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
             max_depth: 12,
-            max_complexity: 2000,
+            max_complexity: 20_000,
             max_aliases: 30,
             introspection: true,
             max_page_size: 1000,
@@ -291,12 +291,17 @@ pub struct SubscriptionSettings {
     /// websocket is dropped.
     #[serde(with = "humantime_serde")]
     pub send_timeout: Duration,
+    /// Replays (subscriptions catching up from an old cursor) of one user that hold a
+    /// page of changes at once; more wait their turn. Bounds a user's replay memory
+    /// (a page is at most 256 changes of about 10 KB).
+    pub replays_per_user: usize,
 }
 
 impl Default for SubscriptionSettings {
     fn default() -> Self {
         Self {
             buffer: 256,
+            replays_per_user: 4,
             keep_alive: Duration::from_secs(15),
             init_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),

@@ -85,6 +85,9 @@ impl Metadata {
     pub const MAX_ENTRIES: usize = 64;
     pub const MAX_KEY_BYTES: usize = 128;
     pub const MAX_VALUE_BYTES: usize = 2048;
+    /// All keys and values together: metadata is a small map, and every listing of files
+    /// or versions reads it whole, so a record stays small (a page of 1,000 under 10 MB).
+    pub const MAX_TOTAL_BYTES: usize = 8 * 1024;
 
     pub fn parse(entries: Vec<MetadataEntry>) -> Result<Self, Invalid> {
         if entries.len() > Self::MAX_ENTRIES {
@@ -110,6 +113,13 @@ impl Metadata {
             if e.key.chars().chain(e.value.chars()).any(char::is_control) {
                 return Err(Invalid::new("metadata must not contain control characters"));
             }
+        }
+        let total: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        if total > Self::MAX_TOTAL_BYTES {
+            return Err(Invalid(format!(
+                "metadata keys and values must total at most {} bytes",
+                Self::MAX_TOTAL_BYTES
+            )));
         }
         entries.sort();
         if entries.windows(2).any(|w| w[0].key == w[1].key) {

@@ -27,6 +27,22 @@ pub use subscription::Subscription;
 
 pub type FilesyncSchema = Schema<Query, Mutation, Subscription>;
 
+/// What a page of store records costs in the complexity limit: its size (`first` or
+/// `limit`, default 100, at most 1,000) times the cost of one item, each item counting
+/// at least [`RECORD_COST`] (a record is read whole, whatever is selected of it). So the
+/// limit bounds the records one request can read (`max_complexity / 10`) and what it can
+/// select of them.
+pub(crate) fn page_cost(asked: Option<i32>, child_complexity: usize) -> usize {
+    let items = asked.map_or(100, |n| n.clamp(1, 1000) as usize);
+    items.saturating_mul(child_complexity.saturating_add(RECORD_COST))
+}
+
+/// The least one record of a page costs (see [`page_cost`]).
+pub(crate) const RECORD_COST: usize = 10;
+
+/// The size assumed for lists that are not paged (a user's spaces, a space's members).
+pub(crate) const ESTIMATED_LIST: usize = 100;
+
 /// Who is calling: the verified user, or why not. Put into each request's data.
 #[derive(Debug, Clone)]
 pub struct Viewer(pub Result<UserId, AuthError>);

@@ -21,6 +21,7 @@ impl Query {
     }
 
     /// The spaces the caller belongs to.
+    #[graphql(complexity = "super::ESTIMATED_LIST.saturating_mul(child_complexity)")]
     async fn spaces(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Space>> {
         let spaces = service(ctx).spaces(viewer(ctx)?).await.gql()?;
         Ok(spaces
@@ -59,7 +60,9 @@ impl Query {
         Ok(file.map(File))
     }
 
-    /// Live files of a space ordered by name, optionally under a name prefix.
+    /// Live files of a space ordered by name (case-insensitively unless the space is
+    /// case-sensitive), optionally under a name prefix (compared as names are).
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn files(
         &self,
         ctx: &Context<'_>,
@@ -88,21 +91,57 @@ impl Query {
         Ok(connection)
     }
 
-    /// Every committed version of a file, oldest first.
+    /// A file's committed versions, oldest first: at most `first` (default 100), those
+    /// numbered after `after`. `fileHistory` is the same as a connection, with
+    /// `pageInfo`.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn file_versions(
         &self,
         ctx: &Context<'_>,
         id: ID,
+        first: Option<i32>,
+        after: Option<i32>,
     ) -> async_graphql::Result<Vec<FileVersion>> {
-        let versions = service(ctx)
-            .file_versions(viewer(ctx)?, parse_id(&id)?)
+        let (versions, _) = service(ctx)
+            .file_versions(viewer(ctx)?, parse_id(&id)?, first, after)
             .await
             .gql()?;
         Ok(versions.into_iter().map(FileVersion).collect())
     }
 
+    /// A file's committed versions, oldest first, as a connection: `first` (default
+    /// 100) after the cursor `after`.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
+    async fn file_history(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, FileVersion>> {
+        let after_version = after
+            .as_deref()
+            .map(|a| {
+                a.parse::<i32>()
+                    .map_err(|_| bad_input("malformed `after` cursor"))
+            })
+            .transpose()?;
+        let (versions, more) = service(ctx)
+            .file_versions(viewer(ctx)?, parse_id(&id)?, first, after_version)
+            .await
+            .gql()?;
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(
+            versions
+                .into_iter()
+                .map(|v| Edge::new(v.number.to_string(), FileVersion(v))),
+        );
+        Ok(connection)
+    }
+
     /// Incremental sync: every file changed after `since` (all files when omitted), each
     /// once in its latest state, tombstones included, in change order.
+    #[graphql(complexity = "super::page_cost(limit, child_complexity)")]
     async fn changes(
         &self,
         ctx: &Context<'_>,

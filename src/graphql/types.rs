@@ -123,6 +123,7 @@ impl Space {
         domain::Cursor::new(self.space.id, self.space.seq).into()
     }
 
+    #[graphql(complexity = "super::ESTIMATED_LIST.saturating_mul(child_complexity)")]
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
         let members = service(ctx)
             .members(viewer(ctx)?, self.space.id)
@@ -275,6 +276,8 @@ impl File {
     async fn download_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         service(ctx).download_url(&self.0).await.gql()
     }
+    /// User metadata (at most 64 entries; counted as 64 in the complexity limit).
+    #[graphql(complexity = "64usize.saturating_mul(child_complexity)")]
     async fn metadata(&self) -> Vec<MetadataEntry> {
         metadata(&self.0.metadata)
     }
@@ -322,6 +325,8 @@ impl FileVersion {
     async fn cursor(&self) -> Cursor {
         domain::Cursor::new(self.0.space_id, self.0.seq).into()
     }
+    /// User metadata (at most 64 entries; counted as 64 in the complexity limit).
+    #[graphql(complexity = "64usize.saturating_mul(child_complexity)")]
     async fn metadata(&self) -> Vec<MetadataEntry> {
         metadata(&self.0.metadata)
     }

@@ -146,8 +146,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         user: &UserId,
     ) -> Result<Option<(FileRecord, Option<Role>)>, StoreError>;
     async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError>;
-    /// Every committed version, oldest first.
-    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError>;
+    /// Committed versions numbered after `after`, oldest first, at most `limit`.
+    async fn versions(
+        &self,
+        id: FileId,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError>;
     /// Live (not deleted) files whose name key starts with `key_prefix`, ordered by key,
     /// after the key `after` (exclusive).
     async fn list_files(

@@ -44,6 +44,8 @@ pub struct Limits {
     pub default_page_size: usize,
     /// Changes a live subscriber may have waiting before it is closed as too slow.
     pub subscriber_buffer: usize,
+    /// Replay pages one user's subscriptions may hold at once.
+    pub replays_per_user: usize,
     /// An upload body silent for this long is cut off.
     pub body_idle_timeout: Duration,
     /// The longest one upload body may take.
@@ -62,6 +64,7 @@ impl Limits {
             max_page_size: settings.graphql.max_page_size,
             default_page_size: settings.graphql.default_page_size,
             subscriber_buffer: settings.subscriptions.buffer,
+            replays_per_user: settings.subscriptions.replays_per_user,
             body_idle_timeout: settings.uploads.body_idle_timeout,
             body_deadline: settings.uploads.body_deadline,
         }
@@ -79,6 +82,7 @@ struct Inner {
     limits: Limits,
     upload_locks: locks::UploadLocks,
     hub: live::Hub,
+    replays: live::ReplayPermits,
 }
 
 impl SyncService {
@@ -87,6 +91,7 @@ impl SyncService {
         Self {
             inner: Arc::new(Inner {
                 store,
+                replays: live::ReplayPermits::new(limits.replays_per_user),
                 limits,
                 upload_locks: locks::UploadLocks::default(),
                 hub,

@@ -41,10 +41,27 @@ impl SyncService {
         Ok(version.map(|v| file_at_version(&file, &v)))
     }
 
-    /// Every committed version of a file, oldest first.
-    pub async fn file_versions(&self, user: &UserId, id: FileId) -> Result<Vec<VersionRecord>> {
+    /// A page of a file's committed versions, oldest first, those numbered after
+    /// `after`; whether more follow.
+    pub async fn file_versions(
+        &self,
+        user: &UserId,
+        id: FileId,
+        first: Option<i32>,
+        after: Option<i32>,
+    ) -> Result<(Vec<VersionRecord>, bool)> {
         self.visible_file(user, id).await?;
-        Ok(self.inner.store.meta.versions(id).await?)
+        let limit = self.page_size(first, "first")?;
+        let after = match after {
+            None => 0,
+            Some(v) => {
+                u32::try_from(v).map_err(|_| Error::bad_input("after must be a version number"))?
+            }
+        };
+        let mut versions = self.inner.store.meta.versions(id, after, limit + 1).await?;
+        let more = versions.len() > limit;
+        versions.truncate(limit);
+        Ok((versions, more))
     }
 
     pub async fn files(

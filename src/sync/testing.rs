@@ -138,8 +138,13 @@ impl MetadataStore for FaultyStore {
     async fn version(&self, id: FileId, number: u32) -> Result<Option<VersionRecord>, StoreError> {
         self.inner.version(id, number).await
     }
-    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
-        self.inner.versions(id).await
+    async fn versions(
+        &self,
+        id: FileId,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        self.inner.versions(id, after, limit).await
     }
     async fn list_files(
         &self,

@@ -21,7 +21,7 @@ async fn snapshot(app: &TestApp, spaces: &[(&str, &str)]) -> Value {
                 user,
                 &format!(
                     "query($s: ID!) {{ space(id: $s) {{ headCursor settings {{ maxFileSize }} members {{ userId role }} }}
-                      files(spaceId: $s, first: 1000) {{ nodes {{ {FILE} metadata {{ key value }} }} }} }}"
+                      files(spaceId: $s, first: 100) {{ nodes {{ {FILE} metadata {{ key value }} }} }} }}"
                 ),
                 json!({ "s": space }),
             )

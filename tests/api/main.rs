@@ -16,6 +16,7 @@ mod http_audit;
 mod js_client;
 mod limits;
 mod live;
+mod memory;
 mod model;
 mod modify;
 mod names;

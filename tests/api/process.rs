@@ -104,6 +104,10 @@ impl ServerProcess {
         Path::new(&format!("/proc/{}/root", self.child.id())).join(path.strip_prefix("/").unwrap())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no shutdown, nothing flushed, no lease released.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -24,7 +24,8 @@ fn the_contract_names_of_design_section_10_are_present() {
         "space(id: ID!): Space",
         "file(id: ID!, version: Int): File",
         "files(spaceId: ID!, prefix: String, first: Int, after: String): FileConnection!",
-        "fileVersions(id: ID!): [FileVersion!]!",
+        // Paged since: the optional `first` and `after` leave old calls working.
+        "fileVersions(id: ID!, first: Int, after: Int): [FileVersion!]!",
         "changes(spaceId: ID!, since: Cursor, limit: Int): ChangePage!",
         "createSpace(name: String!): Space!",
         "setMember(spaceId: ID!, userId: ID!, role: Role): Space!",

@@ -163,7 +163,17 @@ async fn a_publish_moves_the_file_its_history_and_the_seq_together() {
     let (_, role) = meta.file_for(file, &user("eve")).await.unwrap().unwrap();
     assert_eq!(role, None);
     assert_eq!(meta.space(space).await.unwrap().unwrap().seq, 2);
-    let history = meta.versions(file).await.unwrap();
+    let history = meta.versions(file, 0, 100).await.unwrap();
+    assert_eq!(
+        meta.versions(file, 1, 100).await.unwrap(),
+        history[1..],
+        "after a version"
+    );
+    assert_eq!(
+        meta.versions(file, 0, 1).await.unwrap(),
+        history[..1],
+        "at most limit"
+    );
     assert_eq!(
         history
             .iter()
@@ -201,7 +211,7 @@ async fn a_publish_moves_the_file_its_history_and_the_seq_together() {
         2,
         "no seq spent"
     );
-    assert_eq!(meta.versions(file).await.unwrap().len(), 2);
+    assert_eq!(meta.versions(file, 0, 100).await.unwrap().len(), 2);
     assert!(meta.file(other).await.unwrap().is_none());
 
     // A rename frees the old name; a delete leaves a tombstone and frees its name.
@@ -372,7 +382,10 @@ async fn concurrent_publishes_take_every_seq_once() {
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(store.meta.versions(files[0]).await.unwrap().len(), 3);
+    assert_eq!(
+        store.meta.versions(files[0], 0, 100).await.unwrap().len(),
+        3
+    );
 }
 
 #[tokio::test]

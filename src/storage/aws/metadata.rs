@@ -899,8 +899,14 @@ impl MetadataStore for DynamoMetadata {
             .transpose()
     }
 
-    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
-        self.range(items::file_pk(id), "V#".into(), "V$".into(), usize::MAX)
+    async fn versions(
+        &self,
+        id: FileId,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        let first = items::version_sk(after.saturating_add(1));
+        self.range(items::file_pk(id), first, "V$".into(), limit)
             .await?
             .iter()
             .map(items::version_from)

@@ -277,15 +277,21 @@ impl MetadataStore for Db {
         })
     }
 
-    async fn versions(&self, id: FileId) -> Result<Vec<VersionRecord>, StoreError> {
+    async fn versions(
+        &self,
+        id: FileId,
+        after: u32,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {VERSION_COLUMNS} FROM versions WHERE file_id = ?1 ORDER BY number"
+                    "SELECT {VERSION_COLUMNS} FROM versions
+                     WHERE file_id = ?1 AND number > ?2 ORDER BY number LIMIT ?3"
                 ))
                 .map_err(internal)?;
             let rows = stmt
-                .query_map([id.to_string()], rows::version)
+                .query_map(params![id.to_string(), after, limit as i64], rows::version)
                 .map_err(internal)?;
             rows.collect::<Result<_, _>>().map_err(internal)
         })

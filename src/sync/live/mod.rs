@@ -20,7 +20,7 @@
 //! subscription has not yet confirmed (its `members_epoch` is higher than the one the
 //! caller's membership was last read at) is sent only after the membership is read again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -101,6 +101,42 @@ impl std::ops::Deref for SharedChange {
 impl std::fmt::Debug for SharedChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.change.fmt(f)
+    }
+}
+
+/// Per user, how many replays may hold a page of changes at once: however many
+/// subscriptions a user opens from old cursors (and however slowly they read), their
+/// replays hold at most `per_user` pages.
+pub(crate) struct ReplayPermits {
+    per_user: usize,
+    users: Mutex<HashMap<UserId, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ReplayPermits {
+    pub(crate) fn new(per_user: usize) -> Self {
+        Self {
+            per_user: per_user.max(1),
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for one of `user`'s replay permits.
+    async fn acquire(&self, user: &UserId) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut users = lock(&self.users);
+            if users.len() > 1024 {
+                // Forget users nobody holds a permit or a reference for.
+                users.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            users
+                .entry(user.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_user)))
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("replay semaphores are never closed")
     }
 }
 
@@ -212,6 +248,8 @@ impl SyncService {
                         // replay within a page.
                         access.confirm().await?;
                     }
+                    // Held while this page is sent: a user's replays hold few pages.
+                    let _permit = service.inner.replays.acquire(&user).await;
                     let page = meta.commit_log(space, last, REPLAY_PAGE).await?;
                     let full = page.len() == REPLAY_PAGE;
                     for change in take_page(&mut last, page, &wanted) {
