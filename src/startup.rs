@@ -61,6 +61,7 @@ impl App {
             service: service.clone(),
             query_cache: Arc::new(QueryCache::new(
                 settings.graphql.max_aliases,
+                settings.graphql.max_depth,
                 settings.graphql.introspection,
             )),
             auth: Arc::new(

@@ -52,7 +52,9 @@ pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncS
     let builder = Schema::build(Query, Mutation, Subscription)
         .data(live::LiveRenderer::new(service.clone()))
         .data(service)
-        .limit_depth(limits.max_depth)
+        // The depth limit proper is the query cache's, which lets the standard
+        // introspection query through; this is a backstop for anything else.
+        .limit_depth(limits.max_depth.max(query_cache::INTROSPECTION_DEPTH))
         .limit_complexity(limits.max_complexity);
     if limits.introspection {
         builder.finish()

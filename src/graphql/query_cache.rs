@@ -26,6 +26,7 @@ pub struct QueryCache {
     // A std Mutex: held for one lookup or insert, never across an await.
     documents: Mutex<HashMap<String, (ExecutableDocument, Shape)>>,
     max_aliases: usize,
+    max_depth: usize,
     introspection: bool,
 }
 
@@ -35,15 +36,24 @@ struct Shape {
     aliases: usize,
     /// Asks for `__schema` or `__type`.
     introspects: bool,
+    /// How deep its fields nest, introspection aside (`{ me { id } }` is 2).
+    depth: usize,
 }
 
+/// How deep the standard introspection query (GraphiQL's, codegen's) nests: under
+/// `__schema`, fields go about 15 deep (`ofType` nine times over). The depth limit of
+/// ordinary queries does not apply to it; the schema's own backstop does.
+pub const INTROSPECTION_DEPTH: usize = 24;
+
 impl QueryCache {
-    /// A cache whose documents may hold at most `max_aliases` aliased fields, and may
-    /// introspect the schema only if `introspection`.
-    pub fn new(max_aliases: usize, introspection: bool) -> Self {
+    /// A cache whose documents may hold at most `max_aliases` aliased fields, nest at
+    /// most `max_depth` deep (introspection aside), and may introspect the schema only if
+    /// `introspection`.
+    pub fn new(max_aliases: usize, max_depth: usize, introspection: bool) -> Self {
         Self {
             documents: Mutex::new(HashMap::new()),
             max_aliases,
+            max_depth,
             introspection,
         }
     }
@@ -86,6 +96,15 @@ impl QueryCache {
                 format!(
                     "the query has {} aliases; at most {} are allowed",
                     shape.aliases, self.max_aliases
+                ),
+                None,
+            ));
+        }
+        if shape.depth > self.max_depth {
+            return Err(ServerError::new(
+                format!(
+                    "the query nests {} fields deep; at most {} are allowed",
+                    shape.depth, self.max_depth
                 ),
                 None,
             ));
@@ -148,20 +167,21 @@ pub fn check_nesting(query: &str) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The aliased fields in the document's operations and fragments, and whether any of
-/// them introspects the schema.
+/// The aliased fields in the document's operations and fragments, whether any of them
+/// introspects the schema, and how deep the operations nest (fragments expanded where
+/// they are spread; introspection's own fields not counted).
 fn shape_of(doc: &ExecutableDocument) -> Shape {
-    fn walk(set: &SelectionSet, shape: &mut Shape) {
+    fn count(set: &SelectionSet, shape: &mut Shape) {
         for item in &set.items {
             match &item.node {
                 Selection::Field(field) => {
                     let field = &field.node;
                     shape.aliases += usize::from(field.alias.is_some());
                     shape.introspects |= matches!(field.name.node.as_str(), "__schema" | "__type");
-                    walk(&field.selection_set.node, shape);
+                    count(&field.selection_set.node, shape);
                 }
                 Selection::InlineFragment(fragment) => {
-                    walk(&fragment.node.selection_set.node, shape)
+                    count(&fragment.node.selection_set.node, shape)
                 }
                 Selection::FragmentSpread(_) => {}
             }
@@ -169,17 +189,76 @@ fn shape_of(doc: &ExecutableDocument) -> Shape {
     }
     let mut shape = Shape::default();
     for (_, op) in doc.operations.iter() {
-        walk(&op.node.selection_set.node, &mut shape);
+        count(&op.node.selection_set.node, &mut shape);
     }
     for fragment in doc.fragments.values() {
-        walk(&fragment.node.selection_set.node, &mut shape);
+        count(&fragment.node.selection_set.node, &mut shape);
+    }
+    let mut depths = HashMap::new();
+    for (_, op) in doc.operations.iter() {
+        let depth = depth_of(doc, &op.node.selection_set.node, &mut depths, 0);
+        shape.depth = shape.depth.max(depth);
     }
     shape
+}
+
+/// How deep `set` nests. Each fragment's depth is computed once (`memo`; `None` while
+/// in progress, so a cycle, which validation refuses anyway, counts as nothing); the
+/// recursion is bounded by the document's bracket nesting (`MAX_NESTING`) and the number
+/// of fragments.
+fn depth_of(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    memo: &mut HashMap<String, Option<usize>>,
+    spread_depth: usize,
+) -> usize {
+    let mut deepest = 0;
+    for item in &set.items {
+        let depth = match &item.node {
+            Selection::Field(field) => match field.node.name.node.as_str() {
+                "__typename" | "__schema" | "__type" => 0,
+                _ => 1 + depth_of(doc, &field.node.selection_set.node, memo, spread_depth),
+            },
+            Selection::InlineFragment(fragment) => {
+                depth_of(doc, &fragment.node.selection_set.node, memo, spread_depth)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                match memo.get(name) {
+                    Some(known) => known.unwrap_or(0),
+                    None if spread_depth > doc.fragments.len() => 0,
+                    None => {
+                        memo.insert(name.to_owned(), None);
+                        let depth = doc.fragments.get(name).map_or(0, |f| {
+                            depth_of(doc, &f.node.selection_set.node, memo, spread_depth + 1)
+                        });
+                        memo.insert(name.to_owned(), Some(depth));
+                        depth
+                    }
+                }
+            }
+        };
+        deepest = deepest.max(depth);
+    }
+    deepest
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_fields_through_fragments_but_not_introspection() {
+        let cache = QueryCache::new(30, 2, true);
+        let shallow = "{ me { id } ...F } fragment F on Query { spaces { id } }";
+        assert!(cache.prepare(&mut Request::new(shallow)).is_ok());
+        let deep = "{ ...F } fragment F on Query { spaces { members { ...G } } } \
+                    fragment G on Member { userId __typename }";
+        let error = cache.prepare(&mut Request::new(deep)).unwrap_err();
+        assert!(error.message.contains("3 fields deep"), "{}", error.message);
+        let introspection = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }";
+        assert!(cache.prepare(&mut Request::new(introspection)).is_ok());
+    }
 
     #[test]
     fn nesting_is_counted_outside_strings_and_comments() {
@@ -205,7 +284,7 @@ mod tests {
 
     #[test]
     fn aliases_are_counted_everywhere_and_limited() {
-        let cache = QueryCache::new(3, true);
+        let cache = QueryCache::new(3, 12, true);
         let query = "query { a: me { id } b: me { i: id } ...F ... on Query { c: me { id } } } \
                      fragment F on Query { d: me { id } }";
         let mut request = Request::new(query);
@@ -214,7 +293,7 @@ mod tests {
         let mut request = Request::new("{ a: me { id } b: me { id } }");
         cache.prepare(&mut request).unwrap();
         // Cached documents are checked as well.
-        let strict = QueryCache::new(1, true);
+        let strict = QueryCache::new(1, 12, true);
         strict
             .prepare(&mut Request::new("{ a: me { id } }"))
             .unwrap();

@@ -1,7 +1,6 @@
 //! `POST /graphql` (and `GET` for queries), GraphiQL.
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, rejection::GraphQLRejection};
 use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -288,18 +287,46 @@ pub(super) fn is_mutation(request: &mut async_graphql::Request) -> bool {
     }
 }
 
+/// GraphiQL, served from the binary (React and GraphiQL included): it works where the
+/// public CDN cannot be reached. Its scripts are files of this origin only.
 pub(super) async fn graphiql() -> impl IntoResponse {
-    // The page loads GraphiQL from its CDN and runs inline scripts; it may not be framed.
     (
-        [(
-            axum::http::header::CONTENT_SECURITY_POLICY,
-            "frame-ancestors 'none'",
-        )],
-        Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .finish(),
-        ),
+        [(axum::http::header::CONTENT_SECURITY_POLICY, GRAPHIQL_CSP)],
+        Html(include_str!("graphiql/index.html")),
     )
+}
+
+const GRAPHIQL_CSP: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self' ws: wss:; worker-src 'self' blob:; frame-ancestors 'none'";
+
+/// GraphiQL's assets, by name.
+pub(super) async fn graphiql_asset(
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match name.as_str() {
+        "graphiql.min.js" => (
+            include_bytes!("graphiql/graphiql.min.js"),
+            "text/javascript",
+        ),
+        "graphiql.min.css" => (include_bytes!("graphiql/graphiql.min.css"), "text/css"),
+        "react.production.min.js" => (
+            include_bytes!("graphiql/react.production.min.js"),
+            "text/javascript",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("graphiql/react-dom.production.min.js"),
+            "text/javascript",
+        ),
+        "start.js" => (include_bytes!("graphiql/start.js"), "text/javascript"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
 }

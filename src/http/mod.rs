@@ -117,7 +117,9 @@ pub fn router(
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render));
     if graphiql {
-        router = router.route("/graphiql", get(graphql::graphiql));
+        router = router
+            .route("/graphiql", get(graphql::graphiql))
+            .route("/graphiql/assets/{name}", get(graphql::graphiql_asset));
     }
     router
         .layer(axum::middleware::from_fn_with_state(

@@ -273,3 +273,36 @@ async fn a_user_has_a_bounded_number_of_uploads_pending() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The standard introspection query (graphql-js's `getIntrospectionQuery`, what GraphiQL,
+/// codegen, Postman and Apollo tooling send) passes the depth limit; an ordinary query
+/// deeper than the limit does not. (The schema has no recursive type a query could nest
+/// deeply with, so the limit is lowered to 2 here.)
+#[tokio::test]
+async fn the_standard_introspection_query_passes_and_the_depth_limit_still_holds() {
+    let app = crate::helpers::spawn_app_with(|s| s.graphql.max_depth = 2).await;
+    // Generated with graphql 16 (tests/js): getIntrospectionQuery({ descriptions,
+    // specifiedByUrl, directiveIsRepeatable, schemaDescription, inputValueDeprecation,
+    // oneOf }).
+    let query = include_str!("../fixtures/introspection.graphql");
+    let body = app.gql_as(None, query, serde_json::json!({})).await;
+    assert!(body.get("errors").is_none(), "{}", body["errors"]);
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    let ok = app
+        .gql_as(Some("alice"), "{ spaces { id } }", serde_json::json!({}))
+        .await;
+    assert!(ok.get("errors").is_none(), "{ok}");
+    let refused = app
+        .gql_as(
+            Some("alice"),
+            "{ spaces { members { userId } } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "BAD_INPUT",
+        "{refused}"
+    );
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("3 fields deep"), "{message}");
+}
