@@ -172,10 +172,10 @@ fn check_segment(segment: &str) -> Result<(), Invalid> {
     let reserved = ["CON", "PRN", "AUX", "NUL"]
         .iter()
         .any(|r| stem.eq_ignore_ascii_case(r))
-        || ((stem.len() == 4)
+        || (stem.len() == 4
+            && stem.is_ascii()
             && (stem[..3].eq_ignore_ascii_case("COM") || stem[..3].eq_ignore_ascii_case("LPT"))
-            && stem.as_bytes()[3].is_ascii_digit()
-            && stem.as_bytes()[3] != b'0');
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'));
     if reserved {
         return Err(Invalid(format!(
             "{segment:?} is a reserved name on Windows"

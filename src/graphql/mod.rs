@@ -13,6 +13,7 @@ pub mod error;
 mod file_list;
 pub mod live;
 mod mutation;
+pub mod nulls;
 mod query;
 mod query_cache;
 mod subscription;
@@ -61,6 +62,24 @@ pub fn build_schema(service: SyncService, limits: &GraphqlSettings) -> FilesyncS
     } else {
         builder.disable_introspection().finish()
     }
+}
+
+/// Mends a response where async-graphql differs from the spec (see [`nulls`]): when it
+/// has errors, or its document (`query`) may skip fields.
+pub fn mend_response(query: &str, operation: Option<&str>, response: &mut async_graphql::Response) {
+    static TYPES: std::sync::OnceLock<nulls::Types> = std::sync::OnceLock::new();
+    if response.errors.is_empty() && !query.contains('@') {
+        return;
+    }
+    let Ok(doc) = async_graphql::parser::parse_query(query) else {
+        return;
+    };
+    if response.errors.is_empty() && !nulls::uses_conditions(&doc) {
+        return;
+    }
+    TYPES
+        .get_or_init(|| nulls::Types::from_sdl(&sdl()))
+        .mend(&doc, operation, response);
 }
 
 /// The schema's SDL, as `filesync print-schema` prints it and `schema.graphql` holds it.

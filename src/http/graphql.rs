@@ -132,7 +132,10 @@ async fn run(
             .insert(RETRY_AFTER, retry_seconds(wait).into());
         return response;
     }
-    let response = state.schema.execute(request.data(viewer)).await;
+    let query = request.query.clone();
+    let operation = request.operation_name.clone();
+    let mut response = state.schema.execute(request.data(viewer)).await;
+    crate::graphql::mend_response(&query, operation.as_deref(), &mut response);
     media.respond(response)
 }
 

@@ -348,3 +348,50 @@ async fn every_bad_input_has_its_code_and_changes_nothing() {
     );
     assert_eq!(app.commit("alice", &ticket).await["version"], 1);
 }
+
+/// Field errors as the GraphQL spec handles them: a failed nullable field is `null`, not
+/// missing; a failed non-null root field makes `data` null even when a sibling worked;
+/// and a non-null object whose every field is skipped is `{}`.
+#[tokio::test]
+async fn field_errors_null_what_the_spec_says_and_skipped_objects_are_empty() {
+    let app = crate::helpers::spawn_app().await;
+    let space = app.create_space("alice", "Team").await;
+    app.upload("alice", &space, "a.txt", b"a").await;
+    let nullable = app
+        .gql_as(
+            Some("alice"),
+            "{ me { id } space(id: \"not-an-id\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        nullable["data"],
+        json!({ "me": { "id": "alice" }, "space": null }),
+        "{nullable}"
+    );
+    assert_eq!(nullable["errors"][0]["path"], json!(["space"]));
+    let root = app
+        .gql_as(
+            Some("alice"),
+            "{ a: spaces { id } b: files(spaceId: \"bad\") { __typename } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        root["data"].is_null(),
+        "a non-null root field failed: {root}"
+    );
+    assert_eq!(root["errors"][0]["path"], json!(["b"]));
+    let skipped = app
+        .gql_as(
+            Some("alice"),
+            "query($s: ID!) { files(spaceId: $s) { nodes { id @skip(if: true) } } }",
+            json!({ "s": space }),
+        )
+        .await;
+    assert_eq!(
+        skipped["data"],
+        json!({ "files": { "nodes": [{}] } }),
+        "{skipped}"
+    );
+}

@@ -342,9 +342,19 @@ impl Connection {
         }
         let viewer = Viewer(self.user.clone().ok_or(crate::auth::AuthError::Missing));
         let slot = Arc::new(LiveSlot::default());
+        let query = request.query.clone();
+        let operation = request.operation_name.clone();
         let request = request.data(viewer).data(slot.clone());
+        let executing = self
+            .state
+            .schema
+            .execute_stream(request)
+            .map(move |mut response| {
+                crate::graphql::mend_response(&query, operation.as_deref(), &mut response);
+                response
+            });
         Operation {
-            executing: Some(self.state.schema.execute_stream(request).boxed()),
+            executing: Some(executing.boxed()),
             slot: Some(slot),
             live: None,
             completed: false,
