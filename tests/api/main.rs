@@ -10,6 +10,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod failures;
+mod fuzz;
 mod graphiql;
 mod helpers;
 mod hostile;
