@@ -45,24 +45,44 @@ pub fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
 
-/// Whether a browser that navigated to content of this type would render it as a page
-/// or run it (HTML, SVG and other XML, scripts): such content is served as an
-/// attachment, so that it never runs as the origin that serves it.
-pub fn renders_in_browsers(content_type: &str) -> bool {
+/// The type content is served with: what was stored, normalised again (content stored
+/// before types were parsed is refused here and served as the default).
+pub fn served_type(stored: Option<&str>) -> String {
+    stored
+        .and_then(|ct| normalize_content_type(ct).ok())
+        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned())
+}
+
+/// Whether content of this (normalised) type is downloaded rather than shown: anything
+/// but a short list of types browsers display without running anything (images other
+/// than SVG, audio, video, plain text). A page, a script, an SVG, XML, an XSL sheet, a
+/// PDF, or a type a browser would sniff (`unknown/unknown`) never runs as the origin
+/// that serves it.
+pub fn served_as_attachment(content_type: &str) -> bool {
     let essence = essence(content_type).to_ascii_lowercase();
     let Some((top, sub)) = essence.split_once('/') else {
         return true;
     };
-    sub.ends_with("+xml")
-        || sub.contains("xml")
-        || sub.contains("html")
-        || sub.contains("javascript")
-        || sub.contains("ecmascript")
-        || matches!(
-            (top, sub),
-            ("text", "css" | "vtt" | "cache-manifest") | ("application", "pdf" | "wasm")
-        )
-        || top == "multipart"
+    let inline = match top {
+        "image" => matches!(
+            sub,
+            "png"
+                | "jpeg"
+                | "gif"
+                | "webp"
+                | "avif"
+                | "bmp"
+                | "x-icon"
+                | "vnd.microsoft.icon"
+                | "tiff"
+                | "heic"
+                | "heif"
+        ),
+        "audio" | "video" => true,
+        "text" => sub == "plain",
+        _ => false,
+    };
+    !inline
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -100,6 +120,10 @@ mod tests {
     #[test]
     fn pages_and_scripts_are_attachments() {
         for t in [
+            "text/xsl",
+            "unknown/unknown",
+            "application/unknown",
+            "application/json",
             "text/html",
             "application/xhtml+xml",
             "image/svg+xml",
@@ -109,16 +133,20 @@ mod tests {
             "application/javascript; charset=utf-8",
             "application/pdf",
             "multipart/x-mixed-replace",
+            "application/octet-stream",
+            "image/x-unknown",
         ] {
-            assert!(renders_in_browsers(t), "{t}");
+            assert!(served_as_attachment(t), "{t}");
         }
         for t in [
             "image/png",
+            "image/jpeg",
             "text/plain",
+            "text/plain; charset=utf-8",
             "video/mp4",
-            "application/octet-stream",
+            "audio/ogg",
         ] {
-            assert!(!renders_in_browsers(t), "{t}");
+            assert!(!served_as_attachment(t), "{t}");
         }
     }
 }

@@ -18,7 +18,9 @@ pub use file::{
     contiguous_len,
 };
 pub use ids::{FileId, SpaceId, UploadId, UserId};
-pub use media::{DEFAULT_CONTENT_TYPE, essence, normalize_content_type, renders_in_browsers};
+pub use media::{
+    DEFAULT_CONTENT_TYPE, essence, normalize_content_type, served_as_attachment, served_type,
+};
 pub use name::{FileName, NameKey, SpaceName};
 pub use role::Role;
 pub use settings::{Refusal, SpaceSettings};

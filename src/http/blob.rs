@@ -104,7 +104,7 @@ pub(super) async fn get_blob(
         .unwrap_or(crate::domain::DEFAULT_CONTENT_TYPE);
     // A page or a script is downloaded, never rendered as this origin (the sandbox CSP
     // below stops scripts too).
-    let attachment = crate::domain::renders_in_browsers(content_type);
+    let attachment = crate::domain::served_as_attachment(content_type);
     let content_type = HeaderValue::from_str(content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let mut response = Response::new(Body::from_stream(read.stream));

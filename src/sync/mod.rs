@@ -130,7 +130,7 @@ impl SyncService {
             .blobs
             .presign_get(
                 &content.blob_key,
-                content.content_type.as_deref(),
+                Some(&crate::domain::served_type(content.content_type.as_deref())),
                 expires_at,
             )
             .await?)

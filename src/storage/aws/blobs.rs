@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
 use sha2::Digest;
 
-use crate::domain::{DEFAULT_CONTENT_TYPE, Millis, Sha256, now_millis, renders_in_browsers};
+use crate::domain::{DEFAULT_CONTENT_TYPE, Millis, Sha256, now_millis, served_as_attachment};
 use crate::storage::{
     BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget,
     RangeRequest, RequestCounter,
@@ -102,7 +102,7 @@ impl BlobStore for S3Blobs {
             .response_content_type(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
             // A page or a script never runs as the bucket's origin.
             .set_response_content_disposition(
-                renders_in_browsers(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
+                served_as_attachment(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
                     .then(|| "attachment".to_owned()),
             )
             .presigned(presigning(expires_at)?)
