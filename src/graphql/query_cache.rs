@@ -38,7 +38,15 @@ struct Shape {
     introspects: bool,
     /// How deep its fields nest, introspection aside (`{ me { id } }` is 2).
     depth: usize,
+    /// How many fields its operations select once every fragment is expanded where it
+    /// is spread: what validation and execution walk.
+    expanded: usize,
 }
+
+/// Most fields a document may select once its fragments are expanded. Fragments that
+/// spread others twice over (`F0 { ...F1 ...F1 }`, thirty deep) make a small document
+/// that expands to a billion fields, which validation would walk for minutes.
+pub const MAX_EXPANDED_FIELDS: usize = 10_000;
 
 /// How deep the standard introspection query (GraphiQL's, codegen's) nests: under
 /// `__schema`, fields go about 15 deep (`ofType` nine times over). The depth limit of
@@ -96,6 +104,14 @@ impl QueryCache {
                 format!(
                     "the query has {} aliases; at most {} are allowed",
                     shape.aliases, self.max_aliases
+                ),
+                None,
+            ));
+        }
+        if shape.expanded > MAX_EXPANDED_FIELDS {
+            return Err(ServerError::new(
+                format!(
+                    "the query selects more than {MAX_EXPANDED_FIELDS} fields once its fragments are expanded"
                 ),
                 None,
             ));
@@ -195,11 +211,55 @@ fn shape_of(doc: &ExecutableDocument) -> Shape {
         count(&fragment.node.selection_set.node, &mut shape);
     }
     let mut depths = HashMap::new();
+    let mut sizes = HashMap::new();
     for (_, op) in doc.operations.iter() {
         let depth = depth_of(doc, &op.node.selection_set.node, &mut depths, 0);
         shape.depth = shape.depth.max(depth);
+        let size = expanded_size(doc, &op.node.selection_set.node, &mut sizes, 0);
+        shape.expanded = shape.expanded.saturating_add(size);
     }
     shape
+}
+
+/// How many fields `set` selects with its fragments expanded; each fragment's size is
+/// computed once (`memo`; a cycle counts as nothing, validation refuses it).
+fn expanded_size(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    memo: &mut HashMap<String, Option<usize>>,
+    spread_depth: usize,
+) -> usize {
+    let mut size = 0usize;
+    for item in &set.items {
+        let more = match &item.node {
+            Selection::Field(field) => 1usize.saturating_add(expanded_size(
+                doc,
+                &field.node.selection_set.node,
+                memo,
+                spread_depth,
+            )),
+            Selection::InlineFragment(fragment) => {
+                expanded_size(doc, &fragment.node.selection_set.node, memo, spread_depth)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                match memo.get(name) {
+                    Some(known) => known.unwrap_or(0),
+                    None if spread_depth > doc.fragments.len() => 0,
+                    None => {
+                        memo.insert(name.to_owned(), None);
+                        let fragment_size = doc.fragments.get(name).map_or(0, |f| {
+                            expanded_size(doc, &f.node.selection_set.node, memo, spread_depth + 1)
+                        });
+                        memo.insert(name.to_owned(), Some(fragment_size));
+                        fragment_size
+                    }
+                }
+            }
+        };
+        size = size.saturating_add(more);
+    }
+    size
 }
 
 /// How deep `set` nests. Each fragment's depth is computed once (`memo`; `None` while
@@ -258,6 +318,27 @@ mod tests {
         assert!(error.message.contains("3 fields deep"), "{}", error.message);
         let introspection = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }";
         assert!(cache.prepare(&mut Request::new(introspection)).is_ok());
+    }
+
+    /// Fragments that spread others twice over expand exponentially: refused before
+    /// anything walks them.
+    #[test]
+    fn fragment_fan_out_is_refused() {
+        let cache = QueryCache::new(30, 12, true);
+        let mut doc = String::from("{ ...F0 }");
+        for i in 0..30 {
+            doc.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        doc.push_str(" fragment F30 on Query { me { id } }");
+        let error = cache.prepare(&mut Request::new(doc)).unwrap_err();
+        assert!(
+            error.message.contains("fragments are expanded"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
