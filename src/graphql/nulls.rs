@@ -81,6 +81,10 @@ impl Types {
                 return;
             }
         }
+        if response.data == Value::Null && response.errors.is_empty() {
+            // Every root field was skipped (a request error has no `data` at all).
+            response.data = Value::Object(Default::default());
+        }
         if response.data != Value::Null {
             let mut at = Vec::new();
             context.empty_objects(&mut response.data, root, &roots, &errors, &mut at);
@@ -142,6 +146,47 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Puts an object's keys back in the order of the selection (a key added for a field
+    /// that failed went to the end).
+    fn reorder(
+        &self,
+        object: &mut async_graphql::indexmap::IndexMap<Name, Value>,
+        sets: &[&'a SelectionSet],
+    ) {
+        let mut order: Vec<String> = Vec::new();
+        for set in sets {
+            self.keys(set, &mut order, 0);
+        }
+        object.sort_by_cached_key(|key, _| {
+            order
+                .iter()
+                .position(|k| k == key.as_str())
+                .unwrap_or(usize::MAX)
+        });
+    }
+
+    fn keys(&self, set: &'a SelectionSet, order: &mut Vec<String>, spreads: usize) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    let key = field.node.response_key().node.to_string();
+                    if !order.contains(&key) {
+                        order.push(key);
+                    }
+                }
+                Selection::InlineFragment(f) => {
+                    self.keys(&f.node.selection_set.node, order, spreads)
+                }
+                Selection::FragmentSpread(s) if spreads <= self.doc.fragments.len() => {
+                    if let Some(f) = self.doc.fragments.get(&s.node.fragment_name.node) {
+                        self.keys(&f.node.selection_set.node, order, spreads + 1);
+                    }
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+
     /// Sets the value at `path` (which raised an error) to null, and nulls its parents
     /// while what was nulled is non-null. `true` when that reaches `data` itself.
     fn null_out(
@@ -157,9 +202,15 @@ impl<'a> Context<'a> {
         let Some((ty, subs)) = self.field(parent, sets, key) else {
             return false;
         };
+        if *value == Value::Null {
+            // An object all of whose selected fields failed comes back null: it is an
+            // object with those fields null.
+            *value = Value::Object(Default::default());
+        }
         let Value::Object(object) = value else {
             return false;
         };
+        let fresh = !object.contains_key(key.as_str());
         let entry = object.entry(Name::new(key)).or_insert(Value::Null);
         let nulled = if path.len() == 1 {
             *entry = Value::Null;
@@ -167,6 +218,9 @@ impl<'a> Context<'a> {
         } else {
             self.null_in(entry, &ty, &subs, &path[1..])
         };
+        if fresh {
+            self.reorder(object, sets);
+        }
         // What was nulled (this field) takes its parent object with it when non-null.
         if nulled && !ty.nullable {
             *value = Value::Null;

@@ -394,4 +394,32 @@ async fn field_errors_null_what_the_spec_says_and_skipped_objects_are_empty() {
         json!({ "files": { "nodes": [{}] } }),
         "{skipped}"
     );
+    let nothing = app
+        .gql_as(
+            Some("alice"),
+            "query { me @skip(if: true) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(nothing, json!({ "data": {} }), "every root field skipped");
+    // A failed field keeps its place among its siblings (clients diff responses as text).
+    let raw = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .bearer_auth(app.token("alice"))
+        .json(&json!({
+            "query": "{ a: me { id } space(id: \"not-an-id\") { id } z: me { id } }"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (a, failed, z) = (
+        raw.find("\"a\"").unwrap(),
+        raw.find("\"space\"").unwrap(),
+        raw.find("\"z\"").unwrap(),
+    );
+    assert!(a < failed && failed < z, "selection order: {raw}");
 }
