@@ -390,18 +390,24 @@ async fn create_files(client: &Client, n: usize) -> anyhow::Result<Vec<String>> 
         let bytes = format!("file {i}");
         let ticket = client
             .gql(
-                "mutation($i: BeginUploadInput!) { beginUpload(input: $i) { url fileId } }",
+                "mutation($i: BeginUploadInput!) { beginUpload(input: $i) { url fileId headers { name value } } }",
                 json!({ "i": { "spaceId": space, "name": format!("f{i}.txt"), "size": bytes.len(),
                         "sha256": hex::encode(sha2::Sha256::digest(bytes.as_bytes())) } }),
             )
             .await?;
         let t = &ticket["beginUpload"];
-        let res = client
+        let mut put = client
             .http
             .put(t["url"].as_str().context("url")?)
-            .body(bytes)
-            .send()
-            .await?;
+            .body(bytes);
+        // The ticket's headers (the pinned Content-Type) go with the bytes.
+        for h in t["headers"].as_array().context("headers")? {
+            put = put.header(
+                h["name"].as_str().context("header name")?,
+                h["value"].as_str().context("header value")?,
+            );
+        }
+        let res = put.send().await?;
         anyhow::ensure!(res.status().is_success(), "upload failed: {}", res.status());
         ids.push(t["fileId"].as_str().context("file id")?.to_owned());
     }
