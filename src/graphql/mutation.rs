@@ -51,15 +51,27 @@ impl Mutation {
         input: SpaceSettingsInput,
     ) -> async_graphql::Result<Space> {
         let user = viewer(ctx)?;
+        let space_id = parse_id(&space_id)?;
+        // Left out, how names compare stays as it is.
+        let case_sensitive = match input.case_sensitive_names {
+            Some(value) => value,
+            None => {
+                service(ctx)
+                    .space_settings(user, space_id)
+                    .await
+                    .gql()?
+                    .case_sensitive_names
+            }
+        };
         let settings = crate::domain::SpaceSettings::parse(
             input.max_file_size.map(|s| s.0),
             input.allowed_content_types.unwrap_or_default(),
             input.allowed_extensions.unwrap_or_default(),
-            input.case_sensitive_names.unwrap_or(false),
+            case_sensitive,
         )
         .map_err(|e| bad_input(e.0))?;
         let (space, role) = service(ctx)
-            .update_space_settings(user, parse_id(&space_id)?, settings)
+            .update_space_settings(user, space_id, settings)
             .await
             .gql()?;
         Ok(Space {
