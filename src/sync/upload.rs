@@ -203,9 +203,19 @@ impl SyncService {
     /// deleted. Returns how many were handled. An upload that is busy (its bytes are
     /// arriving, or it is being committed) is skipped until the next sweep.
     pub async fn sweep_uploads(&self, limit: usize) -> Result<usize> {
-        let due = self.inner.store.meta.uploads_to_sweep(now(), limit).await?;
+        // More than `limit`: busy uploads (a trickling body) are skipped, and must not
+        // hold up the others.
+        let due = self
+            .inner
+            .store
+            .meta
+            .uploads_to_sweep(now(), limit.saturating_mul(4))
+            .await?;
         let mut swept = 0;
         for upload in due {
+            if swept == limit {
+                break;
+            }
             let Some(_guard) = self.inner.upload_locks.try_lock(upload.id) else {
                 continue;
             };
