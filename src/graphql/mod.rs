@@ -34,15 +34,14 @@ pub type FilesyncSchema = Schema<Query, Mutation, Subscription>;
 /// limit bounds the records one request can read (`max_complexity / 10`) and what it can
 /// select of them.
 pub(crate) fn page_cost(asked: Option<i32>, child_complexity: usize) -> usize {
-    let items = asked.map_or(100, |n| n.clamp(1, 1000) as usize);
+    // As asked (a size past `graphql.max_page_size` is refused when it runs); omitted,
+    // the default page (raise `max_complexity` with `default_page_size`).
+    let items = asked.map_or(100, |n| usize::try_from(n).unwrap_or(0).max(1));
     items.saturating_mul(child_complexity.saturating_add(RECORD_COST))
 }
 
 /// The least one record of a page costs (see [`page_cost`]).
 pub(crate) const RECORD_COST: usize = 10;
-
-/// The size assumed for lists that are not paged (a user's spaces, a space's members).
-pub(crate) const ESTIMATED_LIST: usize = 100;
 
 /// Who is calling: the verified user, or why not. Put into each request's data.
 #[derive(Debug, Clone)]

@@ -20,10 +20,20 @@ impl Query {
         })
     }
 
-    /// The spaces the caller belongs to.
-    #[graphql(complexity = "super::ESTIMATED_LIST.saturating_mul(child_complexity)")]
-    async fn spaces(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Space>> {
-        let spaces = service(ctx).spaces(viewer(ctx)?).await.gql()?;
+    /// The spaces the caller belongs to, oldest first: at most `first` (default 100),
+    /// those after the space `after`.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
+    async fn spaces(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> async_graphql::Result<Vec<Space>> {
+        let after = after.as_ref().map(parse_id).transpose()?;
+        let spaces = service(ctx)
+            .spaces(viewer(ctx)?, first, after)
+            .await
+            .gql()?;
         Ok(spaces
             .into_iter()
             .map(|(space, role)| Space {

@@ -123,10 +123,17 @@ impl Space {
         domain::Cursor::new(self.space.id, self.space.seq).into()
     }
 
-    #[graphql(complexity = "super::ESTIMATED_LIST.saturating_mul(child_complexity)")]
-    async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
+    /// The members, by user id: at most `first` (default 100), those after the user
+    /// `after`.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Vec<Member>> {
         let members = service(ctx)
-            .members(viewer(ctx)?, self.space.id)
+            .members(viewer(ctx)?, self.space.id, first, after.as_deref())
             .await
             .gql()?;
         Ok(members
@@ -185,8 +192,8 @@ pub struct SpaceSettingsInput {
     pub allowed_content_types: Option<Vec<String>>,
     /// Accepted extensions; empty or null: any.
     pub allowed_extensions: Option<Vec<String>>,
-    /// Names that differ only in case are different files; null: false. Can change only
-    /// before the space's first file.
+    /// Names that differ only in case are different files; null: as it is now. Can change
+    /// only before the space's first file.
     pub case_sensitive_names: Option<bool>,
 }
 

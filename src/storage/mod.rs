@@ -102,8 +102,14 @@ pub trait MetadataStore: Send + Sync + 'static {
         at: Millis,
     ) -> Result<Space, StoreError>;
     async fn space(&self, id: SpaceId) -> Result<Option<Space>, StoreError>;
-    /// The spaces `user` belongs to, with the user's role, ordered by creation time.
-    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError>;
+    /// The spaces `user` belongs to, with the user's role, ordered by creation time (then
+    /// id): at most `limit`, those after the space `after`.
+    async fn spaces_of(
+        &self,
+        user: &UserId,
+        after: Option<SpaceId>,
+        limit: usize,
+    ) -> Result<Vec<(Space, Role)>, StoreError>;
     async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
     /// `user`'s role in `space` together with the space's membership epoch: a counter
     /// that every membership change increments, in the same atomic write. The role read
@@ -115,7 +121,13 @@ pub trait MetadataStore: Send + Sync + 'static {
         space: SpaceId,
         user: &UserId,
     ) -> Result<(Option<Role>, Option<u64>), StoreError>;
-    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError>;
+    /// The space's members ordered by user id: at most `limit`, those after `after`.
+    async fn members(
+        &self,
+        space: SpaceId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError>;
     /// The space's settings (defaults until an owner sets them); `None` if no such space.
     async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError>;
     /// Replaces the space's settings; [`StoreError::NoSuchSpace`] if there is no such

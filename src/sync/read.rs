@@ -143,7 +143,7 @@ impl SyncService {
         Ok(space.map_or(0, |s| s.seq))
     }
 
-    fn page_size(&self, asked: Option<i32>, arg: &str) -> Result<usize> {
+    pub(super) fn page_size(&self, asked: Option<i32>, arg: &str) -> Result<usize> {
         let max = self.inner.limits.max_page_size;
         match asked {
             None => Ok(self.inner.limits.default_page_size.min(max)),

@@ -18,9 +18,16 @@ impl SyncService {
         Ok(space)
     }
 
-    /// The spaces `user` belongs to, with the user's role in each.
-    pub async fn spaces(&self, user: &UserId) -> Result<Vec<(Space, Role)>> {
-        Ok(self.inner.store.meta.spaces_of(user).await?)
+    /// A page of the spaces `user` belongs to (by creation), with the user's role in
+    /// each: at most `first` (default 100), those after the space `after`.
+    pub async fn spaces(
+        &self,
+        user: &UserId,
+        first: Option<i32>,
+        after: Option<SpaceId>,
+    ) -> Result<Vec<(Space, Role)>> {
+        let limit = self.page_size(first, "first")?;
+        Ok(self.inner.store.meta.spaces_of(user, after, limit).await?)
     }
 
     /// A space and the caller's role; `None` for non-members.
@@ -32,9 +39,24 @@ impl SyncService {
         Ok(space.map(|s| (s, role)))
     }
 
-    pub async fn members(&self, user: &UserId, space: SpaceId) -> Result<Vec<Member>> {
+    /// A page of a space's members, by user id: at most `first` (default 100), those
+    /// after `after`.
+    pub async fn members(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Result<Vec<Member>> {
         self.role_in(user, space).await?;
-        Ok(self.inner.store.meta.members(space).await?)
+        let limit = self.page_size(first, "first")?;
+        let after = after.map(UserId::parse).transpose()?;
+        Ok(self
+            .inner
+            .store
+            .meta
+            .members(space, after.as_ref(), limit)
+            .await?)
     }
 
     /// Adds, changes or (role `None`) removes a member. Owners only. Returns the space and

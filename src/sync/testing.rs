@@ -82,8 +82,13 @@ impl MetadataStore for FaultyStore {
             ..s
         }))
     }
-    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
-        self.inner.spaces_of(user).await
+    async fn spaces_of(
+        &self,
+        user: &UserId,
+        after: Option<SpaceId>,
+        limit: usize,
+    ) -> Result<Vec<(Space, Role)>, StoreError> {
+        self.inner.spaces_of(user, after, limit).await
     }
     async fn role(&self, space: SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
         if self.faults.lock().unwrap().role_fails {
@@ -101,8 +106,13 @@ impl MetadataStore for FaultyStore {
         }
         self.inner.membership(space, user).await
     }
-    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
-        self.inner.members(space).await
+    async fn members(
+        &self,
+        space: SpaceId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        self.inner.members(space, after, limit).await
     }
     async fn space_settings(&self, space: SpaceId) -> Result<Option<SpaceSettings>, StoreError> {
         self.inner.space_settings(space).await

@@ -248,3 +248,95 @@ async fn a_commit_by_an_author_who_lost_write_access_is_forbidden() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN");
     assert!(app.file("alice", ticket.file_id()).await.is_null());
 }
+
+/// A user's spaces and a space's members come in pages: every one exactly once, in a
+/// stable order, and a page past the limit is refused rather than cut short.
+#[tokio::test]
+async fn spaces_and_members_are_paged() {
+    let app = spawn_app().await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(app.create_space("alice", &format!("S{i}")).await);
+        // Spaces made in one millisecond come in id order.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    for user in ["dan", "bob", "carol", "erin"] {
+        app.set_member("alice", &made[0], user, Some("VIEWER"))
+            .await;
+    }
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app
+            .gql(
+                "alice",
+                "query($a: ID) { spaces(first: 2, after: $a) { id } }",
+                json!({ "a": after }),
+            )
+            .await["spaces"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap()["id"].clone();
+        seen.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(seen, made, "oldest first, each once");
+    let all = app.gql("alice", "{ spaces { id } }", json!({})).await;
+    assert_eq!(all["spaces"].as_array().unwrap().len(), 5, "default page");
+
+    let mut members = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app
+            .gql(
+                "alice",
+                "query($s: ID!, $a: String) { space(id: $s) { members(first: 2, after: $a) { userId } } }",
+                json!({ "s": made[0], "a": after }),
+            )
+            .await["space"]["members"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap()["userId"].clone();
+        members.extend(
+            page.iter()
+                .map(|m| m["userId"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(
+        members,
+        ["alice", "bob", "carol", "dan", "erin"],
+        "by user id"
+    );
+
+    let (code, _) = app
+        .gql_err(Some("alice"), "{ spaces(first: 0) { id } }", json!({}))
+        .await;
+    assert_eq!(code, "BAD_INPUT");
+    let (code, _) = app
+        .gql_err(Some("alice"), "{ spaces(first: 100000) { id } }", json!({}))
+        .await;
+    assert!(
+        code == "BAD_INPUT" || code == "QUERY_TOO_COMPLEX",
+        "an oversized page is refused: {code}"
+    );
+    // Bob sees only the space he is in, and a cursor from a space he is not in is no
+    // way around that.
+    let bob = app
+        .gql(
+            "bob",
+            "query($a: ID) { spaces(after: $a) { id } }",
+            json!({ "a": made[4] }),
+        )
+        .await;
+    assert_eq!(bob["spaces"], json!([]));
+    let bob = app.gql("bob", "{ spaces { id } }", json!({})).await;
+    assert_eq!(bob["spaces"], json!([{ "id": made[0] }]));
+}

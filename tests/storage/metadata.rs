@@ -89,12 +89,20 @@ async fn spaces_have_members_and_always_an_owner() {
     let space = meta.space(first).await.unwrap().expect("created");
     assert_eq!((space.seq, space.created_by.as_str()), (0, "alice"));
     assert!(meta.space(SpaceId::new()).await.unwrap().is_none());
-    let listed: Vec<_> = meta.spaces_of(&user("alice")).await.unwrap();
+    let listed: Vec<_> = meta.spaces_of(&user("alice"), None, 10).await.unwrap();
     assert_eq!(
         listed.iter().map(|(s, r)| (s.id, *r)).collect::<Vec<_>>(),
         [(first, Role::Owner), (second, Role::Owner)],
         "by creation time"
     );
+    // Paged: at most `limit`, after a space.
+    let page = meta.spaces_of(&user("alice"), None, 1).await.unwrap();
+    assert_eq!(page.iter().map(|(s, _)| s.id).collect::<Vec<_>>(), [first]);
+    let rest = meta
+        .spaces_of(&user("alice"), Some(first), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|(s, _)| s.id).collect::<Vec<_>>(), [second]);
 
     meta.set_member(first, user("bob"), Some(Role::Editor))
         .await
@@ -104,9 +112,21 @@ async fn spaces_have_members_and_always_an_owner() {
         Some(Role::Editor)
     );
     assert_eq!(meta.role(second, &user("bob")).await.unwrap(), None);
-    assert_eq!(meta.spaces_of(&user("bob")).await.unwrap().len(), 1);
+    assert_eq!(
+        meta.spaces_of(&user("bob"), None, 10).await.unwrap().len(),
+        1
+    );
+    let after_alice = meta.members(first, Some(&user("alice")), 10).await.unwrap();
+    assert_eq!(
+        after_alice
+            .iter()
+            .map(|m| m.user.as_str())
+            .collect::<Vec<_>>(),
+        ["bob"],
+        "paged by user id"
+    );
     let mut members: Vec<_> = meta
-        .members(first)
+        .members(first, None, 10)
         .await
         .unwrap()
         .into_iter()
@@ -609,4 +629,32 @@ async fn names_are_unique_by_key_and_never_clash_with_folders() {
         .await
         .unwrap();
     assert_eq!(under.len(), 1);
+}
+
+/// A file and a folder of the same name, created at the same moment: never both.
+#[tokio::test]
+async fn a_file_and_a_folder_of_one_name_never_both_win_a_race() {
+    let store = backend().await;
+    let meta = &*store.meta;
+    let space = new_space(meta, 1).await;
+    for round in 0..10u8 {
+        let folder = format!("r{round}");
+        let inside = format!("r{round}/x.txt");
+        let (a, b) = tokio::join!(
+            meta.publish(change(space, FileId::new(), None, &folder, round)),
+            meta.publish(change(space, FileId::new(), None, &inside, round)),
+        );
+        let won = [a.is_ok(), b.is_ok()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {a:?} {b:?}"
+        );
+        for lost in [a, b].into_iter().filter_map(Result::err) {
+            assert!(
+                matches!(lost, StoreError::PathClash { .. }),
+                "round {round}: {lost:?}"
+            );
+        }
+    }
 }

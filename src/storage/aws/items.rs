@@ -201,9 +201,14 @@ pub fn member_item(space: SpaceId, space_created_at: Millis, user: &UserId, role
     attrs.insert("member_user".into(), s(user.as_str()));
     attrs.insert(
         "space_order".into(),
-        s(format!("{:020}#{space}", space_created_at.max(0))),
+        s(space_order(space, space_created_at)),
     );
     attrs
+}
+
+/// A membership's place in its user's list of spaces: the space's creation, then its id.
+pub fn space_order(space: SpaceId, space_created_at: Millis) -> String {
+    format!("{:020}#{space}", space_created_at.max(0))
 }
 
 pub fn role_from(attrs: &Attrs) -> Result<Role, StoreError> {

@@ -208,13 +208,17 @@ impl DynamoMetadata {
             .await?;
         let current = current_item.as_ref().map(items::file_from).transpose()?;
         // The key the file's live name item is under (files written before keys existed
-        // are under their exact name).
-        let old_key: Option<String> = match (&current_item, &current) {
-            (Some(item), Some(file)) => Some(
-                Item(item)
-                    .opt_str("name_key")?
-                    .map_or_else(|| file.name.as_str().to_owned(), str::to_owned),
-            ),
+        // are under their exact name, and their folders were never counted).
+        let stored_key = current_item
+            .as_ref()
+            .map(|item| Item(item).opt_str("name_key"))
+            .transpose()?
+            .flatten()
+            .map(str::to_owned);
+        let counted = stored_key.is_some();
+        let old_key: Option<String> = match (stored_key, &current) {
+            (Some(key), Some(_)) => Some(key),
+            (None, Some(file)) => Some(file.name.as_str().to_owned()),
             _ => None,
         };
         let (number, creator, created_at) = match (&current, change.base_version) {
@@ -378,7 +382,11 @@ impl DynamoMetadata {
             change.name_key.folders().collect()
         };
         let old_name_key = old_live_key.map(|k| NameKey::from_stored(k.to_owned()));
-        let old_folders: Vec<&str> = old_name_key.iter().flat_map(|k| k.folders()).collect();
+        let old_folders: Vec<&str> = old_name_key
+            .iter()
+            .filter(|_| counted)
+            .flat_map(|k| k.folders())
+            .collect();
         let mut folder_checks = Vec::new();
         for folder in &new_folders {
             if Some(*folder) == old_live_key {
@@ -670,12 +678,33 @@ impl MetadataStore for DynamoMetadata {
         }
     }
 
-    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
+    async fn spaces_of(
+        &self,
+        user: &UserId,
+        after: Option<SpaceId>,
+        limit: usize,
+    ) -> Result<Vec<(Space, Role)>, StoreError> {
         // The index gives the memberships in order of space creation; the spaces
-        // themselves (whose seq moves) are read consistently in batches.
+        // themselves (whose seq moves) are read consistently in batches. A page starts
+        // after the membership of `after` (its index key is made of the space's creation
+        // time and id).
+        let mut start = match after {
+            None => None,
+            Some(after) => match self.space(after).await? {
+                None => return Ok(Vec::new()),
+                Some(space) => {
+                    let mut start = key(items::space_pk(after), items::member_sk(user));
+                    start.insert("member_user".into(), s(user.as_str()));
+                    start.insert(
+                        "space_order".into(),
+                        s(items::space_order(after, space.created_at)),
+                    );
+                    Some(start)
+                }
+            },
+        };
         let mut memberships: Vec<(SpaceId, Role)> = Vec::new();
-        let mut start = None;
-        loop {
+        while memberships.len() < limit {
             self.requests.dynamodb("Query");
             let out = self
                 .client
@@ -684,6 +713,7 @@ impl MetadataStore for DynamoMetadata {
                 .index_name(items::USER_SPACES_INDEX)
                 .key_condition_expression("member_user = :u")
                 .expression_attribute_values(":u", s(user.as_str()))
+                .limit(i32::try_from(limit - memberships.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -760,19 +790,29 @@ impl MetadataStore for DynamoMetadata {
         Ok((self.role(space, user).await?, Some(epoch)))
     }
 
-    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
+    async fn members(
+        &self,
+        space: SpaceId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        let lo = after.map_or_else(|| "M#".to_owned(), items::member_sk);
         let found = self
-            .range(items::space_pk(space), "M#".into(), "M$".into(), usize::MAX)
+            .range(items::space_pk(space), lo, "M$".into(), limit + 1)
             .await?;
-        found
-            .iter()
-            .map(|item| {
-                Ok(Member {
-                    user: items::member_user_from(item)?,
-                    role: items::role_from(item)?,
-                })
-            })
-            .collect()
+        let mut members = Vec::with_capacity(found.len());
+        for item in &found {
+            let user = items::member_user_from(item)?;
+            if Some(&user) == after {
+                continue;
+            }
+            members.push(Member {
+                user,
+                role: items::role_from(item)?,
+            });
+        }
+        members.truncate(limit);
+        Ok(members)
     }
 
     async fn set_member(

@@ -150,6 +150,22 @@ fn fill_name_keys(conn: &Connection) -> anyhow::Result<()> {
         let key = crate::domain::FileName::from_stored(name).key(false);
         update.execute(rusqlite::params![id, key.as_str()])?;
     }
+    // Names that clash under the new rules stay as they are (each keeps its key); say so.
+    let mut clashes = conn.prepare(
+        "SELECT space_id, name_key, COUNT(*) FROM files WHERE deleted = 0
+         GROUP BY space_id, name_key HAVING COUNT(*) > 1",
+    )?;
+    let clashes = clashes.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for clash in clashes {
+        let (space, key, count) = clash?;
+        tracing::warn!(%space, name = %key, files = count, "live files whose names differ only in case; rename all but one");
+    }
     Ok(())
 }
 

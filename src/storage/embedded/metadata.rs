@@ -93,17 +93,26 @@ impl MetadataStore for Db {
             .await
     }
 
-    async fn spaces_of(&self, user: &UserId) -> Result<Vec<(Space, Role)>, StoreError> {
+    async fn spaces_of(
+        &self,
+        user: &UserId,
+        after: Option<SpaceId>,
+        limit: usize,
+    ) -> Result<Vec<(Space, Role)>, StoreError> {
         let user = user.clone();
+        let after = after.map(|a| a.to_string());
         self.read(move |conn| {
             let sql = format!(
                 "SELECT {cols}, m.role FROM members m JOIN spaces s ON s.id = m.space_id
-                 WHERE m.user_id = ?1 ORDER BY s.created_at, s.id",
+                 WHERE m.user_id = ?1
+                   AND (?2 IS NULL OR (s.created_at, s.id) >
+                        (SELECT created_at, id FROM spaces WHERE id = ?2))
+                 ORDER BY s.created_at, s.id LIMIT ?3",
                 cols = prefixed("s", SPACE_COLUMNS)
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
             let rows = stmt
-                .query_map([user.as_str()], |row| {
+                .query_map(params![user.as_str(), after, limit as i64], |row| {
                     let role: String = row.get(5)?;
                     Ok((rows::space(row)?, role))
                 })
@@ -151,15 +160,22 @@ impl MetadataStore for Db {
         })
     }
 
-    async fn members(&self, space: SpaceId) -> Result<Vec<Member>, StoreError> {
+    async fn members(
+        &self,
+        space: SpaceId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<Member>, StoreError> {
+        let after = after.map(|u| u.as_str().to_owned()).unwrap_or_default();
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT user_id, role FROM members WHERE space_id = ?1 ORDER BY user_id",
+                    "SELECT user_id, role FROM members WHERE space_id = ?1 AND user_id > ?2
+                     ORDER BY user_id LIMIT ?3",
                 )
                 .map_err(internal)?;
             let rows = stmt
-                .query_map([space.to_string()], |row| {
+                .query_map(params![space.to_string(), after, limit as i64], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
                 })
                 .map_err(internal)?;
@@ -549,8 +565,17 @@ fn publish(
 
     // The name: no other live file has its key, none is one of its folders, and it is
     // no folder of another's. (The writer is the only one: these reads cannot go stale
-    // before the write below.)
-    if !change.deleted {
+    // before the write below.) A live file keeping its key is not checked again: it may
+    // predate the rules (a data dir from before keys; the migration warns of those).
+    let stored_key: Option<String> = conn
+        .prepare_cached("SELECT name_key FROM files WHERE id = ?1 AND deleted = 0")
+        .and_then(|mut s| {
+            s.query_row([change.file_id.to_string()], |r| r.get(0))
+                .optional()
+        })
+        .map_err(internal)?;
+    let keeps_its_key = stored_key.as_deref() == Some(change.name_key.as_str());
+    if !change.deleted && !keeps_its_key {
         let space = change.space_id;
         let key = change.name_key.as_str();
         let other = Some(change.file_id);
