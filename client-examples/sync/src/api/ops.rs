@@ -1,0 +1,221 @@
+//! The operations, one method each.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Api, ApiError, FILE_FIELDS, Result, parse_file};
+use crate::paths::RelPath;
+use crate::tree::RemoteFile;
+
+/// A space as this client needs it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpaceInfo {
+    pub id: String,
+    pub name: String,
+    /// `OWNER`, `EDITOR` or `VIEWER`.
+    pub role: Option<String>,
+    pub head_cursor: String,
+    #[serde(default)]
+    pub case_sensitive_names: bool,
+}
+
+/// What `beginUpload` hands back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub upload_id: String,
+    pub upload_token: String,
+    pub file_id: String,
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<Field>,
+    pub form_fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+}
+
+/// A page of `changes`.
+pub struct ChangePage {
+    pub files: Vec<RemoteFile>,
+    pub next_cursor: String,
+    pub has_more: bool,
+}
+
+/// A page of the listing.
+pub struct FilePage {
+    pub files: Vec<RemoteFile>,
+    pub end_cursor: Option<String>,
+}
+
+fn field<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| ApiError::Protocol(e.to_string()))
+}
+
+impl Api {
+    /// The user the token names.
+    pub async fn me(&self) -> Result<String> {
+        let data = self.graphql("{ me { id } }", json!({})).await?;
+        field(data["me"]["id"].clone())
+    }
+
+    /// The space, or `None` when the caller is not a member (or it does not exist).
+    pub async fn space(&self, id: &str) -> Result<Option<SpaceInfo>> {
+        let data = self
+            .graphql(
+                "query($id: ID!) { space(id: $id) {
+                    id name role headCursor settings { caseSensitiveNames } } }",
+                json!({ "id": id }),
+            )
+            .await?;
+        let mut space = data["space"].clone();
+        if space.is_null() {
+            return Ok(None);
+        }
+        space["caseSensitiveNames"] = space["settings"]["caseSensitiveNames"].take();
+        field(space).map(Some)
+    }
+
+    /// Files changed since `since` (every file when `None`), each in its latest state.
+    pub async fn changes(&self, space: &str, since: Option<&str>) -> Result<ChangePage> {
+        let query = format!(
+            "query($s: ID!, $since: Cursor) {{ changes(spaceId: $s, since: $since, limit: 500) {{
+                files {{ {FILE_FIELDS} }} nextCursor hasMore }} }}"
+        );
+        let mut data = self
+            .graphql(&query, json!({ "s": space, "since": since }))
+            .await?;
+        let page = &mut data["changes"];
+        let files = match page["files"].take() {
+            Value::Array(files) => files.into_iter().map(parse_file).collect::<Result<_>>()?,
+            _ => return Err(ApiError::Protocol("changes without files".into())),
+        };
+        Ok(ChangePage {
+            files,
+            next_cursor: field(page["nextCursor"].take())?,
+            has_more: field(page["hasMore"].take())?,
+        })
+    }
+
+    /// A page of the space's live files, in name order.
+    pub async fn files(&self, space: &str, after: Option<&str>) -> Result<FilePage> {
+        let query = format!(
+            "query($s: ID!, $after: String) {{ files(spaceId: $s, first: 500, after: $after) {{
+                nodes {{ {FILE_FIELDS} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+        );
+        let mut data = self
+            .graphql(&query, json!({ "s": space, "after": after }))
+            .await?;
+        let page = &mut data["files"];
+        let files = match page["nodes"].take() {
+            Value::Array(files) => files.into_iter().map(parse_file).collect::<Result<_>>()?,
+            _ => return Err(ApiError::Protocol("files without nodes".into())),
+        };
+        let more: bool = field(page["pageInfo"]["hasNextPage"].take())?;
+        Ok(FilePage {
+            files,
+            end_cursor: more
+                .then(|| page["pageInfo"]["endCursor"].as_str().map(str::to_owned))
+                .flatten(),
+        })
+    }
+
+    /// A fresh download URL for a version.
+    pub async fn download_url(&self, id: &str, version: i64) -> Result<String> {
+        let data = self
+            .graphql(
+                "query($id: ID!, $v: Int) { file(id: $id, version: $v) { downloadUrl } }",
+                json!({ "id": id, "v": version }),
+            )
+            .await?;
+        data["file"]["downloadUrl"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::NotFound(format!("version {version} of the file")))
+    }
+
+    /// Phase one of an upload.
+    pub async fn begin_upload(
+        &self,
+        space: &str,
+        id: Option<&str>,
+        name: &RelPath,
+        size: u64,
+        sha256: &str,
+        base_version: Option<i64>,
+    ) -> Result<Ticket> {
+        let content_type = mime_guess::from_path(name.file_name())
+            .first()
+            .map(|m| m.essence_str().to_owned());
+        let data = self
+            .graphql(
+                "mutation($input: BeginUploadInput!) { beginUpload(input: $input) {
+                    uploadId uploadToken fileId url method
+                    headers { name value } formFields { name value } } }",
+                json!({ "input": {
+                    "spaceId": space, "fileId": id, "name": name.as_str(), "size": size,
+                    "sha256": sha256, "contentType": content_type, "baseVersion": base_version,
+                } }),
+            )
+            .await?;
+        field(data["beginUpload"].clone())
+    }
+
+    /// Phase three. Idempotent, so it is tried again when the answer is lost.
+    pub async fn commit_upload(&self, ticket: &Ticket) -> Result<RemoteFile> {
+        let query = format!(
+            "mutation($u: ID!, $t: String!) {{ commitUpload(uploadId: $u, uploadToken: $t) {{
+                {FILE_FIELDS} }} }}"
+        );
+        let vars = json!({ "u": ticket.upload_id, "t": ticket.upload_token });
+        let mut attempt = 0;
+        loop {
+            match self.graphql(&query, vars.clone()).await {
+                Ok(mut data) => return parse_file(data["commitUpload"].take()),
+                Err(e) if e.is_transient() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives an upload up (best effort: the server sweeps what is left).
+    pub async fn cancel_upload(&self, ticket: &Ticket) {
+        let _ = self
+            .graphql(
+                "mutation($u: ID!, $t: String!) { cancelUpload(uploadId: $u, uploadToken: $t) }",
+                json!({ "u": ticket.upload_id, "t": ticket.upload_token }),
+            )
+            .await;
+    }
+
+    pub async fn rename(&self, id: &str, base_version: i64, to: &RelPath) -> Result<RemoteFile> {
+        let query = format!(
+            "mutation($id: ID!, $b: Int!, $n: String!) {{
+                updateFile(id: $id, baseVersion: $b, input: {{ name: $n }}) {{ {FILE_FIELDS} }} }}"
+        );
+        let mut data = self
+            .graphql(
+                &query,
+                json!({ "id": id, "b": base_version, "n": to.as_str() }),
+            )
+            .await?;
+        parse_file(data["updateFile"].take())
+    }
+
+    pub async fn delete(&self, id: &str, base_version: i64) -> Result<RemoteFile> {
+        let query = format!(
+            "mutation($id: ID!, $b: Int) {{ deleteFile(id: $id, baseVersion: $b) {{ {FILE_FIELDS} }} }}"
+        );
+        let mut data = self
+            .graphql(&query, json!({ "id": id, "b": base_version }))
+            .await?;
+        parse_file(data["deleteFile"].take())
+    }
+}

@@ -1,0 +1,180 @@
+//! Moving bytes: a download into a partial file (resumed with `Range`, hashed as it
+//! lands) and an upload streamed from disk to the ticket's URL.
+
+use std::path::Path;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Api, Ticket, describe};
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The network, or the other end, failed; trying again later may work.
+    #[error("the transfer was interrupted: {0}")]
+    Interrupted(String),
+    /// The URL was refused (expired, or signed for other bytes); `code` is the server's
+    /// error code when it sent one.
+    #[error("the storage refused the transfer (HTTP {status}{}): {message}",
+        code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Refused {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    /// Reading or writing the local file failed.
+    #[error("{0}")]
+    Local(#[from] std::io::Error),
+}
+
+/// Fetches `url` into `part`, continuing after the bytes already there; returns the
+/// SHA-256 of the whole file. The file is flushed and synced before this returns.
+pub async fn download(
+    api: &Api,
+    url: &str,
+    part: &Path,
+    size: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<String, TransferError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(part)
+        .await?;
+    let mut have = file.metadata().await?.len();
+    if have > size {
+        file.set_len(0).await?;
+        have = 0;
+    }
+    // What is already there counts: hash it, then ask for the rest.
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0;
+    while read < have {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    progress(have);
+    if have < size {
+        let mut req = api.transfers().get(url);
+        if have > 0 {
+            req = req.header("range", format!("bytes={have}-"));
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| TransferError::Interrupted(describe(&e)))?;
+        match res.status().as_u16() {
+            206 if have > 0 => {}
+            200 => {
+                // The whole body: start over.
+                if have > 0 {
+                    file.set_len(0).await?;
+                    hasher = Sha256::new();
+                    progress(0);
+                }
+            }
+            status => return Err(refused(status, res).await),
+        }
+        use tokio::io::AsyncSeekExt;
+        file.seek(std::io::SeekFrom::End(0)).await?;
+        let mut done = file.metadata().await?.len();
+        let mut body = res.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| TransferError::Interrupted(describe(&e)))?;
+            file.write_all(&chunk).await?;
+            hasher.update(&chunk);
+            done += chunk.len() as u64;
+            progress(done);
+        }
+    }
+    // tokio's sync_all does not flush its buffer: flush first, or a write error is lost.
+    file.flush().await?;
+    file.sync_all().await?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Sends the file at `path` (`size` bytes) to the ticket's URL.
+pub async fn upload(
+    api: &Api,
+    ticket: &Ticket,
+    path: &Path,
+    size: u64,
+    progress: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<(), TransferError> {
+    if !ticket.method.eq_ignore_ascii_case("PUT") {
+        return Err(TransferError::Refused {
+            status: 0,
+            code: None,
+            message: format!(
+                "this client sends PUT uploads; the server asked for {}",
+                ticket.method
+            ),
+        });
+    }
+    let file = tokio::fs::File::open(path).await?;
+    let mut sent = 0u64;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            sent += bytes.len() as u64;
+            progress(sent);
+        }
+        chunk
+    });
+    let mut req = api
+        .transfers()
+        .put(&ticket.url)
+        .header("content-length", size)
+        .body(reqwest::Body::wrap_stream(stream));
+    for h in &ticket.headers {
+        req = req.header(&h.name, &h.value);
+    }
+    let res = req
+        .send()
+        .await
+        .map_err(|e| TransferError::Interrupted(describe(&e)))?;
+    match res.status().as_u16() {
+        200..=299 => Ok(()),
+        // A write-once URL used again: the bytes are already stored.
+        412 => Ok(()),
+        status => Err(refused(status, res).await),
+    }
+}
+
+async fn refused(status: u16, res: reqwest::Response) -> TransferError {
+    let body = res.text().await.unwrap_or_default();
+    if status >= 500 && status != 507 {
+        return TransferError::Interrupted(format!("HTTP {status}"));
+    }
+    // The embedded backend answers GraphQL-shaped errors; S3 answers XML.
+    let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+    let error = json.as_ref().map(|j| &j["errors"][0]);
+    let code = error
+        .and_then(|e| e["extensions"]["code"].as_str())
+        .map(str::to_owned)
+        .or_else(|| xml_tag(&body, "Code"));
+    let message = error
+        .and_then(|e| e["message"].as_str())
+        .map(str::to_owned)
+        .or_else(|| xml_tag(&body, "Message"))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    TransferError::Refused {
+        status,
+        code,
+        message,
+    }
+}
+
+fn xml_tag(body: &str, tag: &str) -> Option<String> {
+    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(body[start..end].to_owned())
+}

@@ -1,0 +1,213 @@
+//! Downloads (into `.filesync/tmp/`, verified, renamed into place) and uploads (the
+//! three-phase ticket, with the file checked before and after its bytes are sent).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Executor, StepError, local, remote_error};
+use crate::api::ApiError;
+use crate::api::transfer::{self, TransferError};
+use crate::paths::RelPath;
+use crate::scan::hash::recently_changed;
+use crate::scan::rules::STATE_DIR;
+use crate::tree::{BaseFile, EMPTY_SHA256, Fingerprint, RemoteFile, now_ns};
+
+/// Where partial downloads live (inside the folder, so the final rename stays on one
+/// file system; under `.filesync/`, so nothing syncs them).
+pub fn tmp_dir(root: &std::path::Path) -> PathBuf {
+    root.join(STATE_DIR).join("tmp")
+}
+
+impl Executor<'_> {
+    pub(super) async fn download(
+        &self,
+        remote: &RemoteFile,
+        to: &RelPath,
+        replace: Option<Fingerprint>,
+    ) -> Result<(), StepError> {
+        let tmp = tmp_dir(self.root);
+        std::fs::create_dir_all(&tmp)?;
+        // Named by version: an interrupted download of the same version resumes.
+        let part = tmp.join(format!("{}.v{}.part", remote.id, remote.version));
+        let sha256 = if remote.size == 0 {
+            std::fs::File::create(&part)?.sync_all()?;
+            EMPTY_SHA256.to_owned()
+        } else {
+            self.fetch(remote, &part).await?
+        };
+        if sha256 != remote.sha256 || std::fs::metadata(&part)?.len() != remote.size {
+            let _ = std::fs::remove_file(&part);
+            return Err(StepError::Problem(
+                "the downloaded bytes do not match the server's checksum; it is tried again \
+                 on the next pass"
+                    .into(),
+            ));
+        }
+        let target = to.to_local(self.root);
+        match replace {
+            None => local::rename_new(&part, &target).map_err(super::changed_if_taken)?,
+            Some(expect) => match local::check(&target, &expect)? {
+                local::Found::Expected | local::Found::Missing => {
+                    local::make_parent(&target)?;
+                    std::fs::rename(&part, &target)?;
+                }
+                local::Found::Other => return Err(StepError::Changed),
+            },
+        }
+        if let Some(dir) = target.parent() {
+            local::sync_dir(dir)?;
+        }
+        let fp = local::fingerprint(&target)?;
+        self.record(remote, to, fp)?;
+        self.report.line(format_args!("downloaded {to}"));
+        Ok(())
+    }
+
+    /// The bytes of `remote` into `part`; a refused URL (expired) is replaced once.
+    async fn fetch(
+        &self,
+        remote: &RemoteFile,
+        part: &std::path::Path,
+    ) -> Result<String, StepError> {
+        let progress = self
+            .report
+            .transfer("down", remote.path.as_str(), remote.size);
+        let on_bytes = |n| progress.set(n);
+        let mut url = match &remote.download_url {
+            Some(url) => url.clone(),
+            None => self.fresh_url(remote).await?,
+        };
+        for attempt in 0..2 {
+            match transfer::download(self.api, &url, part, remote.size, &on_bytes).await {
+                Ok(sha) => return Ok(sha),
+                Err(TransferError::Refused { .. }) if attempt == 0 => {
+                    url = self.fresh_url(remote).await?;
+                }
+                Err(TransferError::Local(e)) => {
+                    // Out of space: the partial file cannot grow, and holds space the
+                    // state needs to record what happened.
+                    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+                        let _ = std::fs::remove_file(part);
+                    }
+                    return Err(StepError::from(e));
+                }
+                Err(e) => return Err(transfer_error(e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    async fn fresh_url(&self, remote: &RemoteFile) -> Result<String, StepError> {
+        match self.api.download_url(&remote.id, remote.version).await {
+            Ok(url) => Ok(url),
+            // The version is gone (the file was deleted and purged): plan again.
+            Err(ApiError::NotFound(_)) => Err(StepError::Changed),
+            Err(e) => Err(remote_error(e)),
+        }
+    }
+
+    pub(super) async fn upload(
+        &self,
+        id: Option<&str>,
+        base_version: Option<i64>,
+        path: &RelPath,
+        sha256: &str,
+        expect: &Fingerprint,
+    ) -> Result<(), StepError> {
+        let local = path.to_local(self.root);
+        let before = match std::fs::symlink_metadata(&local) {
+            Ok(meta) if meta.is_file() => Fingerprint::of(&meta),
+            Ok(_) => return Err(StepError::Changed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StepError::Changed),
+            Err(e) => return Err(e.into()),
+        };
+        if !before.same_file(expect) || recently_changed(&before, self.settle) {
+            return Err(StepError::Changed);
+        }
+        let ticket = match self
+            .api
+            .begin_upload(self.space, id, path, before.size, sha256, base_version)
+            .await
+        {
+            Ok(ticket) => ticket,
+            // A new file whose name the server gives another: the next pass learns of
+            // that file and keeps this one as a conflict copy (or the names are such
+            // that only a person can settle it).
+            Err(ApiError::Conflict { message, .. }) if id.is_none() => {
+                return Err(StepError::Problem(format!(
+                    "not uploaded: the server has another file or folder under this name                      ({message})"
+                )));
+            }
+            Err(e) => return Err(remote_error(e)),
+        };
+        let progress = Arc::new(self.report.transfer("up", path.as_str(), before.size));
+        let on_bytes = {
+            let progress = progress.clone();
+            Arc::new(move |n| progress.set(n))
+        };
+        let sent = transfer::upload(self.api, &ticket, &local, before.size, on_bytes).await;
+        drop(progress);
+        // The bytes went from the file as it was hashed only if it did not change.
+        let after = local::fingerprint(&local).ok();
+        if after != Some(before) {
+            self.api.cancel_upload(&ticket).await;
+            return Err(StepError::Changed);
+        }
+        if let Err(e) = sent {
+            self.api.cancel_upload(&ticket).await;
+            return Err(transfer_error(e));
+        }
+        let file = match self.api.commit_upload(&ticket).await {
+            Ok(file) => file,
+            Err(e) => {
+                self.api.cancel_upload(&ticket).await;
+                return Err(match e {
+                    ApiError::Refused { code, .. }
+                        if code == "CHECKSUM_MISMATCH" || code == "UPLOAD_INCOMPLETE" =>
+                    {
+                        StepError::Changed
+                    }
+                    e => remote_error(e),
+                });
+            }
+        };
+        self.state.put_base(&BaseFile {
+            id: file.id.clone(),
+            path: file.path.clone(),
+            version: file.version,
+            sha256: file.sha256.clone(),
+            size: file.size,
+            local: before,
+            recorded_ns: now_ns(),
+        })?;
+        let verb = if id.is_some() {
+            "uploaded"
+        } else {
+            "uploaded new"
+        };
+        self.report.line(format_args!("{verb} {path}"));
+        Ok(())
+    }
+}
+
+fn transfer_error(e: TransferError) -> StepError {
+    match e {
+        TransferError::Interrupted(why) => StepError::Fatal(ApiError::Unreachable(why)),
+        TransferError::Local(e) => StepError::from(e),
+        TransferError::Refused {
+            status: 507,
+            message,
+            ..
+        } => StepError::Problem(format!(
+            "the server's storage is full ({message}); it is tried again later"
+        )),
+        TransferError::Refused { code, message, .. }
+            if code.as_deref() == Some("CHECKSUM_MISMATCH")
+                || code.as_deref() == Some("BadDigest") =>
+        {
+            let _ = message;
+            StepError::Changed
+        }
+        e => StepError::Problem(e.to_string()),
+    }
+}

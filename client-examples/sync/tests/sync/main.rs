@@ -1,0 +1,7 @@
+//! The folder-sync client end to end: the real binary on real folders against a real
+//! server on port 0.
+
+mod basics;
+mod failures;
+mod harness;
+mod safety;
