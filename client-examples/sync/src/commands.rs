@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use filesync_sync::failure::Failure;
-use filesync_sync::folder::{self, TokenSource};
+use filesync_sync::folder::{self, SpaceChoice, TokenSource};
 use filesync_sync::pass::{Options, Remote, Report, Scope, Syncer};
 use filesync_sync::plan::{Action, Plan};
 use filesync_sync::report::Reporter;
@@ -12,17 +12,20 @@ use filesync_sync::watch::{WatchOptions, watch as watch_folder};
 
 use crate::Result;
 
-pub async fn init(dir: &Path, server: &str, space: &str, token: &TokenSource) -> Result {
+pub async fn init(dir: &Path, server: &str, space: &SpaceChoice, token: &TokenSource) -> Result {
     let folder = folder::init(dir, server, space, token).await?;
     let name = folder.state.get("space_name")?.unwrap_or_default();
     println!(
-        "{} is now synced with the space {name} ({}) as {}.\n\
-         Next: `filesync-sync sync {}` once, or `filesync-sync watch {}` to keep it in sync.",
+        "{} is now a synced folder of the space {name} (id {}), as {}.\n\
+         Next: `filesync-sync sync {}` once, or `filesync-sync watch {}` to keep it in sync.\n\
+         Others join with `filesync-sync init DIR --server URL --space {}` once an owner has \
+         added them.",
         folder.root.display(),
         folder.space,
         folder.user,
         dir.display(),
-        dir.display()
+        dir.display(),
+        folder.space,
     );
     Ok(())
 }

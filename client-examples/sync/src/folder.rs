@@ -47,12 +47,19 @@ fn state_dir(root: &Path) -> PathBuf {
     root.join(STATE_DIR)
 }
 
-/// Makes `dir` a synced folder of `space` on `server`. The folder may hold files already
+/// Which space a folder is to follow.
+pub enum SpaceChoice {
+    Existing(String),
+    /// A new space of this name (the user owns it).
+    New(String),
+}
+
+/// Makes `dir` a synced folder of a space on `server`. The folder may hold files already
 /// (they are uploaded, or matched with the space's, on the first sync).
 pub async fn init(
     dir: &Path,
     server: &str,
-    space: &str,
+    space: &SpaceChoice,
     token: &TokenSource,
 ) -> Result<Folder, Failure> {
     let token = token.given()?.ok_or_else(|| {
@@ -75,6 +82,11 @@ pub async fn init(
     }
     let api = Api::new(server, &token);
     let user = api.me().await?;
+    let space = match space {
+        SpaceChoice::Existing(id) => id.clone(),
+        SpaceChoice::New(name) => api.create_space(name).await?,
+    };
+    let space = space.as_str();
     let info = api.space(space).await?.ok_or_else(|| {
         Failure::NoAccess(format!("there is no space {space} that {user} belongs to"))
     })?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use filesync_sync::failure::Failure;
-use filesync_sync::folder::TokenSource;
+use filesync_sync::folder::{SpaceChoice, TokenSource};
 use filesync_sync::pass::MaxDelete;
 
 /// Keeps a local folder and a Filesync space in sync.
@@ -28,8 +28,15 @@ enum Command {
         #[arg(long)]
         server: String,
         /// The space's id.
+        #[arg(
+            long,
+            required_unless_present = "new_space",
+            conflicts_with = "new_space"
+        )]
+        space: Option<String>,
+        /// Creates a space of this name (you own it) instead of joining one.
         #[arg(long)]
-        space: String,
+        new_space: Option<String>,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -113,8 +120,16 @@ async fn main() -> ExitCode {
             dir,
             server,
             space,
+            new_space,
             token,
-        } => commands::init(&dir, &server, &space, &token.into()).await,
+        } => {
+            let space = match (space, new_space) {
+                (Some(id), _) => SpaceChoice::Existing(id),
+                (None, Some(name)) => SpaceChoice::New(name),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            commands::init(&dir, &server, &space, &token.into()).await
+        }
         Command::Sync { dir, pass, token } => {
             commands::sync(&dir, pass.options(), pass.quiet, &token.into()).await
         }

@@ -96,6 +96,8 @@ pub struct Report {
     /// Something is worth another pass soon (a file being written, a change under the
     /// plan).
     pub retry: bool,
+    /// Paths left alone because they are being written, or held.
+    pub changing: HashSet<RelPath>,
 }
 
 pub struct Syncer {
@@ -173,21 +175,21 @@ impl Syncer {
                 }
             }
         }
-        let mut busy = scan.busy.clone();
-        busy.extend(hold.iter().cloned());
         let ignored = |p: &RelPath| rules.ignores(p, false);
         let plan = plan(&Input {
             base: &base,
             remote: &remote,
             local: &scan.files,
-            busy: &busy,
+            busy: &scan.busy,
+            held: hold,
             ignored: &ignored,
             case_sensitive: self.case_sensitive,
             user: &folder.user,
             now: chrono::Local::now().naive_local(),
         });
         let mut report = Report {
-            retry: plan.waiting > 0 || scan.changing > 0,
+            retry: plan.waiting > 0 || !scan.changing.is_empty(),
+            changing: scan.changing.iter().chain(hold).cloned().collect(),
             problems: scan.problems.clone(),
             ..Report::default()
         };
@@ -223,19 +225,19 @@ impl Syncer {
 
         // What the fetched changes left undone stays pending; the cursor moves with it.
         base = state.base()?;
-        let (mut unapplied, mut settled) = (Vec::new(), Vec::new());
+        // Only a file's latest row counts (a fetched row replaces a pending one).
+        let mut latest: HashMap<&FileId, &RemoteFile> = HashMap::new();
         for r in pending.iter().chain(&fetched) {
+            latest.insert(&r.id, r);
+        }
+        let (mut unapplied, mut settled) = (Vec::new(), Vec::new());
+        for (id, r) in latest {
             if applied(r, &base, &ignored) {
-                settled.push(r.id.clone());
+                settled.push(id.clone());
             } else {
                 unapplied.push(r.clone());
             }
         }
-        // Later rows of a file replace earlier ones.
-        unapplied.reverse();
-        let mut seen = HashSet::new();
-        unapplied.retain(|r| seen.insert(r.id.clone()));
-        settled.retain(|id| !seen.contains(id));
         state.advance(cursor.as_deref(), &unapplied, &settled)?;
         state.set_problems(&report.problems, now_ns())?;
         state.set("last_pass_ns", &now_ns().to_string())?;

@@ -229,14 +229,26 @@ pub async fn watch(
             Ok(report) => {
                 fetch_first = false;
                 pass_backoff.reset();
+                if !report.changing.is_empty() {
+                    // Files being written, deletions on hold: looked at again (with what
+                    // this pass looked at: a held deletion may be half of a rename) once
+                    // they may have settled.
+                    batch.paths.extend(report.changing.iter().cloned());
+                    batch.paths.extend(work.paths.iter().cloned());
+                    batch.full |= work.full;
+                    let at = Instant::now() + syncer.options.settle + Duration::from_millis(30);
+                    pass_at = Some(pass_at.map_or(at, |p| p.min(at)));
+                }
                 if report.retry {
+                    // A change under the plan: again soon, then less often while passes
+                    // make no progress.
                     retry_wait = if report.done > 0 {
                         Duration::from_millis(300)
                     } else {
                         (retry_wait * 2).min(Duration::from_secs(10))
                     };
                     let at = Instant::now() + retry_wait;
-                    batch.full = true;
+                    batch.full |= report.changing.is_empty();
                     pass_at = Some(pass_at.map_or(at, |p| p.min(at)));
                 }
             }

@@ -80,6 +80,17 @@ impl Api {
         field(space).map(Some)
     }
 
+    /// Creates a space (the caller becomes its owner); its id.
+    pub async fn create_space(&self, name: &str) -> Result<String> {
+        let data = self
+            .graphql(
+                "mutation($n: String!) { createSpace(name: $n) { id } }",
+                json!({ "n": name }),
+            )
+            .await?;
+        field(data["createSpace"]["id"].clone())
+    }
+
     /// Files changed since `since` (every file when `None`), each in its latest state.
     pub async fn changes(&self, space: &str, since: Option<&str>) -> Result<ChangePage> {
         let query = format!(

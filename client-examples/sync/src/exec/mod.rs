@@ -42,6 +42,9 @@ enum StepError {
     Changed,
     /// This file cannot be synced now; the words say why.
     Problem(String),
+    /// As `Problem`, but another pass soon may well succeed (a name another file is
+    /// leaving in this same pass).
+    Retry(String),
     /// The whole pass must stop.
     Fatal(ApiError),
     State(StateError),
@@ -91,18 +94,30 @@ impl Executor<'_> {
             }
             self.step(action, &shared).await;
         }
-        futures::stream::iter(&plan.files)
-            .for_each_concurrent(self.parallel.max(1), |steps| {
-                let shared = &shared;
-                async move {
-                    for action in steps {
-                        if shared.stop.load(Ordering::Relaxed) || !self.step(action, shared).await {
-                            break;
+        // Renames and deletions on the server first: they free names that new files in
+        // the same plan may take.
+        let (frees, rest): (Vec<_>, Vec<_>) = plan.files.iter().partition(|steps| {
+            matches!(
+                steps.first(),
+                Some(Action::RenameRemote { .. } | Action::DeleteRemote { .. })
+            )
+        });
+        for group in [frees, rest] {
+            futures::stream::iter(group)
+                .for_each_concurrent(self.parallel.max(1), |steps| {
+                    let shared = &shared;
+                    async move {
+                        for action in steps {
+                            if shared.stop.load(Ordering::Relaxed)
+                                || !self.step(action, shared).await
+                            {
+                                break;
+                            }
                         }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
+        }
         shared.outcome.into_inner().expect("outcome")
     }
 
@@ -136,6 +151,12 @@ impl Executor<'_> {
             }
             Err(StepError::Problem(why)) => {
                 self.report.problem(action.path().as_str(), &why);
+                outcome.problems.push((action.path().to_string(), why));
+                false
+            }
+            Err(StepError::Retry(why)) => {
+                self.report.problem(action.path().as_str(), &why);
+                outcome.retry = true;
                 outcome.problems.push((action.path().to_string(), why));
                 false
             }

@@ -134,8 +134,9 @@ impl Executor<'_> {
             // that file and keeps this one as a conflict copy (or the names are such
             // that only a person can settle it).
             Err(ApiError::Conflict { message, .. }) if id.is_none() => {
-                return Err(StepError::Problem(format!(
-                    "not uploaded: the server has another file or folder under this name                      ({message})"
+                return Err(StepError::Retry(format!(
+                    "not uploaded: the server has another file or folder under this name \
+                     ({message})"
                 )));
             }
             Err(e) => return Err(remote_error(e)),

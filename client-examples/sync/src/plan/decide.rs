@@ -226,6 +226,12 @@ impl<'a> Planner<'a> {
                 },
             };
         }
+        if l.is_none() && self.input.held.contains(&b.path) {
+            return Decision::Hold {
+                paths: vec![&b.path],
+                waiting: true,
+            };
+        }
         let Some(l) = l else {
             return if r.version == b.version {
                 Decision::DeleteRemote { b }

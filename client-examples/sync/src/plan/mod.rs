@@ -36,6 +36,9 @@ pub struct Input<'a> {
     pub local: &'a HashMap<RelPath, LocalFile>,
     /// Paths not to act on in this pass.
     pub busy: &'a HashSet<RelPath>,
+    /// Base paths missing locally whose deletion is not to be synced yet (a watcher's
+    /// event may be half of a rename); a rename found for them goes ahead.
+    pub held: &'a HashSet<RelPath>,
     /// Paths `.filesyncignore` (and the built-in rules) leave alone.
     pub ignored: &'a dyn Fn(&RelPath) -> bool,
     /// How the space compares names (see [`RelPath::clash_key`]).

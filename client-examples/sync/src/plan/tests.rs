@@ -307,6 +307,7 @@ impl Client {
             remote: &remote,
             local: &local,
             busy: &busy,
+            held: &busy,
             ignored: &|_| false,
             case_sensitive: false,
             user: self.user,

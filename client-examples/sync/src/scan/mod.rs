@@ -28,8 +28,9 @@ pub struct Scan {
     pub problems: Vec<(String, String)>,
     /// Base files whose fingerprint changed but not their bytes (a `touch`, a copy back).
     pub refreshed: Vec<(FileId, Fingerprint)>,
-    /// How many files are being written (changed recently, or while they were read).
-    pub changing: usize,
+    /// Files being written (changed recently, or while they were read): worth another
+    /// look soon, unlike files that cannot be read.
+    pub changing: HashSet<RelPath>,
 }
 
 /// How to scan.
@@ -263,8 +264,8 @@ impl Scanner<'_> {
                     scan.files.insert(f.path.clone(), file(f, sha));
                 }
                 Hashed::Busy => {
-                    scan.changing += 1;
                     changing_inodes.insert(f.fingerprint.inode);
+                    scan.changing.insert(f.path.clone());
                     scan.busy.insert(f.path);
                 }
                 Hashed::Failed(e) => {

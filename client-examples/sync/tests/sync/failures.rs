@@ -18,7 +18,12 @@ async fn an_unreachable_server_is_exit_5_and_the_next_run_carries_on() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be reached"));
     let server = server_on(data, Some(port)).await;
     a.sync().await;
-    assert!(server.files("alice", &space).await.contains_key("while-down.txt"));
+    assert!(
+        server
+            .files("alice", &space)
+            .await
+            .contains_key("while-down.txt")
+    );
 }
 
 /// A refused token is exit 3 and says how to get a new one; a lost membership is exit 4
@@ -27,7 +32,9 @@ async fn an_unreachable_server_is_exit_5_and_the_next_run_carries_on() {
 async fn a_refused_token_and_a_lost_membership_have_their_own_codes() {
     let server = server().await;
     let space = server.create_space("alice").await;
-    server.set_member("alice", &space, "bob", Some("EDITOR")).await;
+    server
+        .set_member("alice", &space, "bob", Some("EDITOR"))
+        .await;
     let b = Client::init(&server, "bob", &space).await;
     b.write("bobs.txt", "b");
     b.sync().await;
@@ -64,7 +71,11 @@ async fn one_file_that_cannot_be_written_does_not_hold_back_the_rest() {
     assert_eq!(b.read("other.txt"), b"other", "the rest went on");
     assert_eq!(b.read("notes"), b"a file, not a folder", "nothing lost");
     let status = b.run("status", &[]).await;
-    assert!(String::from_utf8_lossy(&status.stdout).contains("notes"), "{}", text(&status));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("notes"),
+        "{}",
+        text(&status)
+    );
     // The person moves their file; the next pass completes.
     std::fs::rename(b.path("notes"), b.path("notes.txt")).unwrap();
     converge(&[&a, &b]).await;
@@ -112,7 +123,10 @@ async fn a_full_disk_is_reported_and_leaves_no_partial_file() {
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("big.bin") && stderr.contains("disk is full"), "{stderr}");
+    assert!(
+        stderr.contains("big.bin") && stderr.contains("disk is full"),
+        "{stderr}"
+    );
     assert!(stdout.contains("small.txt"), "what fits arrives: {stdout}");
     assert!(
         !stdout.lines().any(|l| l == "big.bin"),

@@ -149,6 +149,26 @@ impl Server {
         }
     }
 
+    /// The live files of the space: name -> SHA-256.
+    pub async fn contents(&self, user: &str, space: &str) -> BTreeMap<String, String> {
+        let data = self
+            .gql(
+                user,
+                "query($s: ID!) { files(spaceId: $s, first: 1000) { nodes { name sha256 } } }",
+                json!({ "s": space }),
+            )
+            .await;
+        data["files"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let name = f["name"].as_str().unwrap().to_owned();
+                (name, f["sha256"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
     /// The live files of the space: name -> (id, version).
     pub async fn files(&self, user: &str, space: &str) -> BTreeMap<String, (String, i64)> {
         let data = self

@@ -2,6 +2,9 @@
 //! server on port 0.
 
 mod basics;
+mod crash;
 mod failures;
 mod harness;
+mod random;
 mod safety;
+mod watch;

@@ -20,8 +20,15 @@ async fn a_mass_deletion_stops_with_a_clear_message_until_allowed() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("would delete 6 of 10"), "{stderr}");
-    assert!(stderr.contains("--max-delete"), "it says what to do: {stderr}");
-    assert_eq!(server.files("alice", &space).await.len(), 10, "nothing deleted");
+    assert!(
+        stderr.contains("--max-delete"),
+        "it says what to do: {stderr}"
+    );
+    assert_eq!(
+        server.files("alice", &space).await.len(),
+        10,
+        "nothing deleted"
+    );
     // A count works too, and so does allowing it.
     let out = a.run("sync", &["--max-delete", "5"]).await;
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
@@ -48,8 +55,14 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
     let out = b.run("sync", &["--dry-run", "--settle", "0s"]).await;
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("download") && stdout.contains("from-a.txt"), "{stdout}");
-    assert!(stdout.contains("upload new") && stdout.contains("from-b.txt"), "{stdout}");
+    assert!(
+        stdout.contains("download") && stdout.contains("from-a.txt"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upload new") && stdout.contains("from-b.txt"),
+        "{stdout}"
+    );
     assert!(!b.path("from-a.txt").exists());
     assert_eq!(server.files("alice", &space).await.len(), 1);
     // And the real pass does what was printed.
@@ -73,14 +86,25 @@ async fn ignored_files_stay_out_until_the_rule_goes() {
     a.write("scratch.tmp", "temporary");
     a.write(".DS_Store", "finder");
     a.sync().await;
-    assert!(!a.path("logs/today.log").exists(), "an ignored remote file is not fetched");
+    assert!(
+        !a.path("logs/today.log").exists(),
+        "an ignored remote file is not fetched"
+    );
     let files = server.files("alice", &space).await;
     assert!(!files.contains_key("scratch.tmp") && !files.contains_key(".DS_Store"));
-    assert!(files.contains_key(".filesyncignore"), "the rules themselves are shared");
+    assert!(
+        files.contains_key(".filesyncignore"),
+        "the rules themselves are shared"
+    );
     // B gets the rules: its ignored file stays where it is, on both sides.
     b.sync().await;
     assert!(b.path("logs/today.log").exists());
-    assert!(server.files("alice", &space).await.contains_key("logs/today.log"));
+    assert!(
+        server
+            .files("alice", &space)
+            .await
+            .contains_key("logs/today.log")
+    );
     // The rule goes: the file comes.
     a.write(".filesyncignore", "*.tmp\n");
     a.sync().await;
@@ -97,7 +121,9 @@ async fn ignored_files_stay_out_until_the_rule_goes() {
 async fn a_viewer_receives_and_keeps_their_own_edits_locally() {
     let server = server().await;
     let space = server.create_space("alice").await;
-    server.set_member("alice", &space, "vera", Some("VIEWER")).await;
+    server
+        .set_member("alice", &space, "vera", Some("VIEWER"))
+        .await;
     let a = Client::init(&server, "alice", &space).await;
     let v = Client::init(&server, "vera", &space).await;
     a.write("shared.txt", "from alice");
@@ -118,6 +144,11 @@ async fn a_viewer_receives_and_keeps_their_own_edits_locally() {
         text(&out)
     );
     let _ = v.run("sync", &[]).await;
-    assert!(server.files("alice", &space).await.contains_key("shared.txt"));
+    assert!(
+        server
+            .files("alice", &space)
+            .await
+            .contains_key("shared.txt")
+    );
     assert_eq!(v.read("shared.txt"), b"from alice", "restored");
 }
