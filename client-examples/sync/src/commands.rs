@@ -111,7 +111,7 @@ async fn stop_signal() {
 }
 
 pub async fn status(dir: &Path, token: &TokenSource) -> Result {
-    let folder = folder::open(dir, token)?;
+    let folder = folder::open_shared(dir, token)?;
     let state = folder.state.clone();
     let get = |key: &str| state.get(key).map(Option::unwrap_or_default);
     println!("folder     {}", folder.root.display());
@@ -139,6 +139,10 @@ pub async fn status(dir: &Path, token: &TokenSource) -> Result {
             conflicts.len(),
             dir.display()
         );
+    }
+    let links = get("links_skipped")?.parse::<usize>().unwrap_or(0);
+    if links > 0 {
+        println!("skipped    {links} symbolic links (links are not synced)");
     }
     let problems = state.problems()?;
     if !problems.is_empty() {
@@ -170,7 +174,7 @@ pub async fn status(dir: &Path, token: &TokenSource) -> Result {
 }
 
 pub fn conflicts(dir: &Path) -> Result {
-    let folder = folder::open(dir, &TokenSource::default())?;
+    let folder = folder::open_shared(dir, &TokenSource::default())?;
     let conflicts = existing_conflicts(&folder)?;
     if conflicts.is_empty() {
         println!("no conflict copies");

@@ -82,6 +82,15 @@ impl From<ApiError> for Failure {
     }
 }
 
+impl From<crate::scan::ScanError> for Failure {
+    fn from(e: crate::scan::ScanError) -> Self {
+        match e {
+            crate::scan::ScanError::State(e) => e.into(),
+            e => Failure::Other(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::state::StateError> for Failure {
     fn from(e: crate::state::StateError) -> Self {
         Failure::Other(e.to_string())

@@ -40,7 +40,22 @@ pub struct Folder {
     pub api: Api,
     pub space: String,
     pub user: String,
+    /// A token given on the command line, kept once the server has accepted it.
+    given_token: bool,
+    exclusive: bool,
     _lock: std::fs::File,
+}
+
+impl Folder {
+    /// Keeps the token this run was given (the server accepted it): the next runs use
+    /// it without being told.
+    pub fn keep_token(&self) -> Result<(), Failure> {
+        if !(self.given_token && self.exclusive) {
+            return Ok(());
+        }
+        write_private(&state_dir(&self.root).join("token"), self.api.token())
+            .map_err(|e| Failure::Other(format!("the token cannot be kept: {e}")))
+    }
 }
 
 fn state_dir(root: &Path) -> PathBuf {
@@ -80,6 +95,26 @@ pub async fn init(
             root.display()
         )));
     }
+    // One synced folder inside another would sync the inner one's state (its token
+    // included) into the outer space.
+    if let Some(outer) = root
+        .ancestors()
+        .skip(1)
+        .find(|dir| state_dir(dir).join("state.db").exists())
+    {
+        return Err(Failure::Usage(format!(
+            "{} is inside the synced folder {}; choose a place outside it",
+            root.display(),
+            outer.display()
+        )));
+    }
+    if let Some(inner) = find_state_dir(&root) {
+        return Err(Failure::Usage(format!(
+            "{} holds another synced folder ({}); choose a place that does not",
+            root.display(),
+            inner.display()
+        )));
+    }
     let api = Api::new(server, &token);
     let user = api.me().await?;
     let space = match space {
@@ -106,12 +141,24 @@ pub async fn init(
         api,
         space: info.id,
         user,
+        given_token: false,
+        exclusive: true,
         _lock: lock,
     })
 }
 
-/// Opens the synced folder `dir`.
+/// Opens the synced folder `dir` to sync it: one run at a time.
 pub fn open(dir: &Path, token: &TokenSource) -> Result<Folder, Failure> {
+    open_with(dir, token, true)
+}
+
+/// Opens the synced folder `dir` to look at it (`status`, `conflicts`): works beside a
+/// running `watch`.
+pub fn open_shared(dir: &Path, token: &TokenSource) -> Result<Folder, Failure> {
+    open_with(dir, token, false)
+}
+
+fn open_with(dir: &Path, token: &TokenSource, exclusive: bool) -> Result<Folder, Failure> {
     let root = dir
         .canonicalize()
         .map_err(|e| Failure::Usage(format!("{} cannot be opened: {e}", dir.display())))?;
@@ -125,7 +172,12 @@ pub fn open(dir: &Path, token: &TokenSource) -> Result<Folder, Failure> {
             dir.display()
         )));
     }
-    let lock = lock(&root)?;
+    let lock = if exclusive {
+        lock(&root)?
+    } else {
+        std::fs::File::open(state_dir(&root))
+            .map_err(|e| Failure::Other(format!("{STATE_DIR}/: {e}")))?
+    };
     let state = State::open(&db)?;
     let get = |key: &str| -> Result<String, Failure> {
         state
@@ -133,7 +185,9 @@ pub fn open(dir: &Path, token: &TokenSource) -> Result<Folder, Failure> {
             .ok_or_else(|| Failure::Other(format!("the state has no {key}: run init again")))
     };
     let (server, space, user) = (get("server")?, get("space")?, get("user")?);
-    let token = match token.given()? {
+    let given = token.given()?;
+    let given_token = given.is_some();
+    let token = match given {
         Some(token) => token,
         // None given nor kept: the server will say so when asked (commands that work
         // offline need none).
@@ -147,8 +201,29 @@ pub fn open(dir: &Path, token: &TokenSource) -> Result<Folder, Failure> {
         state,
         space,
         user,
+        given_token,
+        exclusive,
         _lock: lock,
     })
+}
+
+/// A synced folder's state anywhere under `root` (links not followed).
+fn find_state_dir(root: &Path) -> Option<PathBuf> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if entry.file_name() == STATE_DIR && dir != root {
+                    return Some(dir);
+                }
+                stack.push(entry.path());
+            }
+        }
+    }
+    None
 }
 
 /// Takes the folder's lock (released when the process ends, however it ends).
@@ -184,6 +259,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     }
     use std::io::Write;
     let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(text.as_bytes())?;
     file.sync_all()
 }

@@ -105,6 +105,8 @@ pub struct Syncer {
     pub report: Reporter,
     pub options: Options,
     case_sensitive: bool,
+    /// Deletions planned by recent passes, and when.
+    recent_deletes: Vec<(std::time::Instant, usize)>,
 }
 
 impl Syncer {
@@ -114,11 +116,13 @@ impl Syncer {
             folder.api.space(&folder.space).await?.ok_or_else(|| {
                 Failure::NoAccess("you are no longer a member of this space".into())
             })?;
+        folder.keep_token()?;
         Ok(Self {
             folder,
             report,
             options,
             case_sensitive: space.case_sensitive_names,
+            recent_deletes: Vec::new(),
         })
     }
 
@@ -134,6 +138,7 @@ impl Syncer {
         let (rules, rules_problem) = Rules::load(&folder.root);
         let mut base = state.base()?;
         let pending = state.pending()?;
+        let fetched_by_fetch = matches!(remote, Remote::Fetch);
         let (fetched, cursor) = match remote {
             Remote::Fetch => {
                 let known: HashMap<FileId, RemoteFile> = base
@@ -146,12 +151,19 @@ impl Syncer {
             }
             Remote::Events { files, cursor } => (files, cursor),
         };
+        // Per file, the newest state heard of (events replayed after a reconnect may
+        // arrive after newer ones).
         let mut remote: HashMap<FileId, RemoteFile> = base
             .values()
             .map(|b| (b.id.clone(), b.as_remote()))
             .collect();
         for r in pending.iter().chain(&fetched) {
-            remote.insert(r.id.clone(), r.clone());
+            if remote
+                .get(&r.id)
+                .is_none_or(|known| known.version <= r.version)
+            {
+                remote.insert(r.id.clone(), r.clone());
+            }
         }
 
         let scanner = Scanner {
@@ -161,6 +173,7 @@ impl Syncer {
             base: &base,
             settle: self.options.settle,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            normalize_names: !self.options.dry_run,
         };
         let scan = match &scope {
             Scope::Full => scanner.full()?,
@@ -196,10 +209,17 @@ impl Syncer {
         report
             .problems
             .extend(rules_problem.map(|p| (String::new(), p)));
-        if !self.options.max_delete.allows(plan.deletes, base.len()) {
+        // Deletions are counted over the last minutes too: `watch` applies a mass
+        // deletion a few files per pass, and each pass alone would look harmless.
+        let window = std::time::Duration::from_secs(600);
+        self.recent_deletes.retain(|(at, _)| at.elapsed() < window);
+        let recent: usize = self.recent_deletes.iter().map(|(_, n)| n).sum();
+        let deletes = plan.deletes + if plan.deletes > 0 { recent } else { 0 };
+        let total = base.len() + recent;
+        if !self.options.max_delete.allows(deletes, total) {
             return Err(Failure::TooManyDeletes {
-                deletes: plan.deletes,
-                total: base.len(),
+                deletes,
+                total,
                 limit: self.options.max_delete.to_string(),
             });
         }
@@ -218,6 +238,10 @@ impl Syncer {
         }
         .run(&plan)
         .await;
+        if plan.deletes > 0 {
+            self.recent_deletes
+                .push((std::time::Instant::now(), plan.deletes));
+        }
         report.done = outcome.done;
         report.retry |= outcome.retry;
         report.problems.extend(outcome.problems);
@@ -225,10 +249,15 @@ impl Syncer {
 
         // What the fetched changes left undone stays pending; the cursor moves with it.
         base = state.base()?;
-        // Only a file's latest row counts (a fetched row replaces a pending one).
+        // Only a file's newest row counts.
         let mut latest: HashMap<&FileId, &RemoteFile> = HashMap::new();
         for r in pending.iter().chain(&fetched) {
-            latest.insert(&r.id, r);
+            if latest
+                .get(&r.id)
+                .is_none_or(|known| known.version <= r.version)
+            {
+                latest.insert(&r.id, r);
+            }
         }
         let (mut unapplied, mut settled) = (Vec::new(), Vec::new());
         for (id, r) in latest {
@@ -238,8 +267,20 @@ impl Syncer {
                 unapplied.push(r.clone());
             }
         }
-        state.advance(cursor.as_deref(), &unapplied, &settled)?;
+        // The ignore rules a listing was made for are recorded with its cursor.
+        let digest = fetched_by_fetch.then_some(rules.digest.as_str());
+        state.advance(cursor.as_deref(), &unapplied, &settled, digest)?;
+        if matches!(scope, Scope::Full) {
+            let keep: HashSet<String> = unapplied
+                .iter()
+                .map(|r| crate::exec::part_name(&r.id, r.version))
+                .collect();
+            crate::exec::prune_parts(&folder.root, &keep);
+        }
         state.set_problems(&report.problems, now_ns())?;
+        if matches!(scope, Scope::Full) {
+            state.set("links_skipped", &scan.links.to_string())?;
+        }
         state.set("last_pass_ns", &now_ns().to_string())?;
         if let Some(fatal) = outcome.fatal {
             return Err(fatal.into());
@@ -248,7 +289,8 @@ impl Syncer {
     }
 
     /// Changes since the cursor; a full listing when the cursor expired or the ignore
-    /// rules changed (a file they used to leave out may now be wanted).
+    /// rules changed (a file they used to leave out may now be wanted). The rules are
+    /// recorded with the cursor, so a pass that does not finish lists again.
     async fn fetch(
         &self,
         rules: &Rules,
@@ -266,15 +308,11 @@ impl Syncer {
                 other => return Ok(other?),
             }
         }
-        let listed = if cursor.is_none() {
-            self.changes(None).await?
+        if cursor.is_none() {
+            Ok(self.changes(None).await?)
         } else {
-            self.listing(known).await?
-        };
-        if !self.options.dry_run {
-            folder.state.set("ignore_digest", &rules.digest)?;
+            self.listing(known).await
         }
-        Ok(listed)
     }
 
     async fn changes(
@@ -336,11 +374,11 @@ fn applied(
     base: &HashMap<FileId, BaseFile>,
     ignored: &dyn Fn(&RelPath) -> bool,
 ) -> bool {
-    if ignored(&r.path) {
-        return true;
-    }
     match base.get(&r.id) {
-        Some(b) => !r.deleted && b.version >= r.version,
-        None => r.deleted,
+        // A file this folder leaves alone stays as it was.
+        Some(b) if ignored(&b.path) => true,
+        // Moved under an ignored name: applied once the file is gone from the base.
+        Some(b) => !r.deleted && !ignored(&r.path) && b.version >= r.version,
+        None => r.deleted || ignored(&r.path),
     }
 }

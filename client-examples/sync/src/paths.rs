@@ -66,22 +66,41 @@ impl RelPath {
         self.0.rsplit_once('/').map_or("", |(dir, _)| dir)
     }
 
-    /// Whether `self` is `dir` itself or inside it.
+    /// Whether `self` is `dir` itself or inside it (everything is inside `""`, the top).
     pub fn is_within(&self, dir: &str) -> bool {
-        self.0 == dir
+        dir.is_empty()
+            || self.0 == dir
             || (self.0.len() > dir.len()
                 && self.0.starts_with(dir)
                 && self.0.as_bytes()[dir.len()] == b'/')
     }
 
-    /// The key under which names clash: the name itself in a case-sensitive space,
-    /// otherwise folded much as the server folds (compatibility-normalised, lowercase),
-    /// so a clash the server would refuse is seen before an upload is tried.
+    /// Whether any component is `name` (a nested synced folder's `.filesync`).
+    pub fn has_component(&self, name: &str) -> bool {
+        self.0.split('/').any(|c| c == name)
+    }
+
+    /// Whether the name is as the server stores names (Unicode NFC).
+    pub fn is_nfc(&self) -> bool {
+        unicode_normalization::is_nfc(&self.0)
+    }
+
+    /// The name in NFC, as the server would store it.
+    pub fn to_nfc(&self) -> RelPath {
+        RelPath(self.0.nfc().collect())
+    }
+
+    /// The key under which names clash, computed as the server computes it: the
+    /// compatibility form in a case-sensitive space, otherwise Unicode's compatibility
+    /// caseless form (`Straße` clashes with `STRASSE`, `ﬁle` with `file`), so a clash the
+    /// server would refuse is seen before an upload is tried.
     pub fn clash_key(&self, case_sensitive: bool) -> String {
         if case_sensitive {
-            self.0.nfc().collect()
+            self.0.nfkc().collect()
         } else {
-            self.0.nfkc().collect::<String>().to_lowercase()
+            let folded = caseless::default_case_fold_str(&self.0.nfd().collect::<String>());
+            let folded = caseless::default_case_fold_str(&folded.nfkd().collect::<String>());
+            folded.nfkd().collect::<String>().nfc().collect()
         }
     }
 

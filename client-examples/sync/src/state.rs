@@ -1,7 +1,8 @@
 //! The folder's state, in SQLite at `.filesync/state.db`: the base tree, the cursor,
 //! remote changes not yet applied, hashes of files not yet synced, the last pass's
-//! problems and the conflict copies made. Every write is its own transaction, and the
-//! database is in `synchronous=FULL` mode: what is recorded survives a crash.
+//! problems and the conflict copies made. Every write is its own transaction (WAL,
+//! `synchronous=NORMAL`: a crash of the process loses nothing recorded; a power cut may
+//! lose the last records but never their order).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,7 +75,11 @@ impl State {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // WAL with NORMAL: a power cut may lose the last transactions, never reorder
+        // them. Losing a step's record is harmless (the next pass finds the step done:
+        // same bytes on both sides), and the cursor is written last, so a cursor that
+        // survives implies everything recorded before it did.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -213,6 +218,7 @@ impl State {
         cursor: Option<&str>,
         unapplied: &[RemoteFile],
         settled: &[FileId],
+        ignore_digest: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -233,12 +239,14 @@ impl State {
                     ],
                 )?;
             }
-            if let Some(cursor) = cursor {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('cursor', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [cursor],
-                )?;
+            for (key, value) in [("cursor", cursor), ("ignore_digest", ignore_digest)] {
+                if let Some(value) = value {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [key, value],
+                    )?;
+                }
             }
             tx.commit()
         })

@@ -89,9 +89,13 @@ pub async fn watch(
     tokio::pin!(stop);
     let root = syncer.folder.root.clone();
     let (fs_tx, mut fs_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event| {
-        let _ = fs_tx.send(event);
-    })
+    // Links are not followed: what is behind one is outside the folder.
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |event| {
+            let _ = fs_tx.send(event);
+        },
+        notify::Config::default().with_follow_symlinks(false),
+    )
     .map_err(|e| Failure::Other(format!("the folder cannot be watched: {e}")))?;
     watcher
         .watch(&root, RecursiveMode::Recursive)
@@ -107,6 +111,11 @@ pub async fn watch(
     let mut pass_backoff = Backoff::new();
     let mut pass_at = Some(Instant::now());
     let mut retry_wait = Duration::from_millis(300);
+    let mut settle_wait = syncer.options.settle + Duration::from_millis(30);
+    // Whether anything new came in since the last pass.
+    let mut news = true;
+    // The watcher's channel, while it is open (after that, rescans only).
+    let mut watching = true;
     let mut rescan_at = Instant::now() + options.rescan;
     let mut missing_since: HashMap<RelPath, Instant> = HashMap::new();
     let mut fetch_first = true;
@@ -139,7 +148,8 @@ pub async fn watch(
                 syncer.report.line("stopping");
                 return Ok(());
             }
-            event = fs_rx.recv() => {
+            event = fs_rx.recv(), if watching => {
+                news = true;
                 match event {
                     Some(Ok(event)) => {
                         if event.need_rescan() {
@@ -153,13 +163,22 @@ pub async fn watch(
                             }
                         }
                     }
-                    Some(Err(_)) | None => batch.full = true,
+                    Some(Err(_)) => batch.full = true,
+                    None => {
+                        syncer.report.problem(
+                            "",
+                            "the filesystem watcher stopped; changes are found by the rescans",
+                        );
+                        watching = false;
+                        batch.full = true;
+                    }
                 }
                 if !batch.is_empty() {
                     pass_at.get_or_insert(Instant::now() + options.quiet);
                 }
             }
             event = next_event(&mut subscription) => {
+                news = true;
                 match event {
                     Some(Ok(LiveEvent::Change { cursor, file })) => {
                         batch.remote.extend(file);
@@ -198,6 +217,16 @@ pub async fn watch(
         }
         pass_at = None;
         let work = std::mem::take(&mut batch);
+        let fresh = std::mem::replace(&mut news, false);
+        // Ignore rules changed: the next pass compares a full listing (a file a removed
+        // rule hid must arrive), and the subscription resumes after it.
+        let (rules, _) = crate::scan::rules::Rules::load(&root);
+        if !fetch_first
+            && syncer.folder.state.get("ignore_digest")?.as_deref() != Some(&rules.digest)
+        {
+            fetch_first = true;
+            subscription = None;
+        }
         let remote = if fetch_first {
             Remote::Fetch
         } else {
@@ -230,13 +259,16 @@ pub async fn watch(
                 fetch_first = false;
                 pass_backoff.reset();
                 if !report.changing.is_empty() {
-                    // Files being written, deletions on hold: looked at again (with what
-                    // this pass looked at: a held deletion may be half of a rename) once
-                    // they may have settled.
+                    // Files being written, deletions on hold: looked at again once they
+                    // may have settled; less often while the same files keep changing
+                    // with nothing else happening (a log, a database).
+                    settle_wait = if fresh || report.done > 0 {
+                        syncer.options.settle + Duration::from_millis(30)
+                    } else {
+                        (settle_wait * 2).min(Duration::from_secs(10))
+                    };
                     batch.paths.extend(report.changing.iter().cloned());
-                    batch.paths.extend(work.paths.iter().cloned());
-                    batch.full |= work.full;
-                    let at = Instant::now() + syncer.options.settle + Duration::from_millis(30);
+                    let at = Instant::now() + settle_wait;
                     pass_at = Some(pass_at.map_or(at, |p| p.min(at)));
                 }
                 if report.retry {

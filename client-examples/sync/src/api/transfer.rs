@@ -71,7 +71,7 @@ pub async fn download(
         let res = req
             .send()
             .await
-            .map_err(|e| TransferError::Interrupted(describe(&e)))?;
+            .map_err(|e| TransferError::Interrupted(describe(&e.without_url())))?;
         match res.status().as_u16() {
             206 if have > 0 => {}
             200 => {
@@ -89,7 +89,8 @@ pub async fn download(
         let mut done = file.metadata().await?.len();
         let mut body = res.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| TransferError::Interrupted(describe(&e)))?;
+            let chunk =
+                chunk.map_err(|e| TransferError::Interrupted(describe(&e.without_url())))?;
             file.write_all(&chunk).await?;
             hasher.update(&chunk);
             done += chunk.len() as u64;
@@ -140,7 +141,7 @@ pub async fn upload(
     let res = req
         .send()
         .await
-        .map_err(|e| TransferError::Interrupted(describe(&e)))?;
+        .map_err(|e| TransferError::Interrupted(describe(&e.without_url())))?;
     match res.status().as_u16() {
         200..=299 => Ok(()),
         // A write-once URL used again: the bytes are already stored.
@@ -151,9 +152,6 @@ pub async fn upload(
 
 async fn refused(status: u16, res: reqwest::Response) -> TransferError {
     let body = res.text().await.unwrap_or_default();
-    if status >= 500 && status != 507 {
-        return TransferError::Interrupted(format!("HTTP {status}"));
-    }
     // The embedded backend answers GraphQL-shaped errors; S3 answers XML.
     let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
     let error = json.as_ref().map(|j| &j["errors"][0]);

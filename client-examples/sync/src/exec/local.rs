@@ -30,6 +30,25 @@ pub fn fingerprint(path: &Path) -> io::Result<Fingerprint> {
     std::fs::symlink_metadata(path).map(|m| Fingerprint::of(&m))
 }
 
+/// Whether a folder on the way from `root` to `path` is a symbolic link or a file:
+/// following it would leave the synced folder (or fail), so the path is left alone.
+pub fn through_link(root: &Path, path: &RelPath) -> bool {
+    let mut dir = root.to_path_buf();
+    if path.parent().is_empty() {
+        return false;
+    }
+    for part in path.parent().split('/') {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return true,
+            // Missing: it will be made a real folder.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// Renames `from` to `to`, refusing to replace anything at `to`
 /// (`io::ErrorKind::AlreadyExists`); creates `to`'s folders.
 pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
@@ -58,18 +77,29 @@ pub fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
             return Ok(());
         }
         let e = io::Error::last_os_error();
+        // On a case-insensitive file system `a.txt` -> `A.txt` finds itself in the way.
+        if e.raw_os_error() == Some(libc::EEXIST) && same_inode(from, to) {
+            return std::fs::rename(from, to);
+        }
         // File systems without RENAME_NOREPLACE: check, then rename.
         if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOSYS) {
             return Err(e);
         }
     }
-    if std::fs::symlink_metadata(to).is_ok() {
+    if std::fs::symlink_metadata(to).is_ok() && !same_inode(from, to) {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "another file is there",
         ));
     }
     std::fs::rename(from, to)
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => Fingerprint::of(&a).inode == Fingerprint::of(&b).inode,
+        _ => false,
+    }
 }
 
 /// Creates the folders above `path`. A file where a folder must be is reported as such.

@@ -1,10 +1,14 @@
 //! The executor: carries a plan out and records each step in the state as soon as it
 //! has landed, so that a crash between two steps leaves a state the next pass plans from
-//! correctly. It never acts on a file that is not as the plan saw it: such a file is
-//! left for the next pass (`retry`).
+//! correctly. It never deletes, moves, replaces or uploads a local file that is not as
+//! the plan saw it (such a file is left for the next pass, `retry`), and never follows a
+//! symbolic link out of the folder. Renames on the server carry the `baseVersion` the
+//! plan saw, so a file that moved on there is planned again.
 
 mod local;
 mod transfers;
+
+pub use transfers::{part_name, prune_parts};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,7 +23,7 @@ use crate::plan::{Action, Plan};
 use crate::report::Reporter;
 use crate::state::{State, StateError};
 use crate::tree::{BaseFile, Fingerprint, RemoteFile, now_ns};
-pub use local::{describe as describe_io, prune_empty_parents};
+pub use local::{describe as describe_io, prune_empty_parents, rename_new, through_link};
 
 /// What carrying a plan out came to.
 #[derive(Debug, Default)]
@@ -190,7 +194,27 @@ impl Executor<'_> {
         path.to_local(self.root)
     }
 
+    /// Refuses paths that lead through a symbolic link (out of the folder).
+    fn guard(&self, paths: &[&RelPath]) -> Result<(), StepError> {
+        match paths.iter().find(|p| through_link(self.root, p)) {
+            Some(p) => Err(StepError::Problem(format!(
+                "a symbolic link or a file is in the way of {p}: it is left alone"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     async fn act(&self, action: &Action) -> Result<(), StepError> {
+        match action {
+            Action::SetAside { from, to, .. } | Action::MoveLocal { from, to, .. } => {
+                self.guard(&[from, to])?
+            }
+            Action::DeleteLocal { path, .. }
+            | Action::Download { to: path, .. }
+            | Action::Upload { path, .. }
+            | Action::DeleteRemote { path, .. } => self.guard(&[path])?,
+            _ => {}
+        }
         match action {
             Action::DeleteLocal { id, path, expect } => {
                 let local = self.local(path);
@@ -287,9 +311,12 @@ impl Executor<'_> {
                 base_version,
                 path,
             } => {
-                // Back since the scan? Then it is not deleted.
-                if std::fs::symlink_metadata(self.local(path)).is_ok() {
-                    return Err(StepError::Changed);
+                // Back since the scan? Then it is not deleted. Only a file known to be
+                // missing is deleted on the server, never one that cannot be looked at.
+                match std::fs::symlink_metadata(self.local(path)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Ok(_) => return Err(StepError::Changed),
+                    Err(e) => return Err(e.into()),
                 }
                 match self.api.delete(id, *base_version).await {
                     Ok(_) | Err(ApiError::NotFound(_)) => self.state.forget(id)?,
@@ -354,6 +381,12 @@ fn remote_error(e: ApiError) -> StepError {
         ApiError::Refused { ref code, .. } if code == "STORAGE_FULL" || code == "INTERNAL" => {
             StepError::Problem(format!("the server failed ({e}); it is tried again later"))
         }
+        // Deleted there since the plan was made: plan again.
+        ApiError::Refused {
+            ref code,
+            ref message,
+        } if code == "BAD_INPUT" && message.contains("is deleted") => StepError::Changed,
+        ApiError::Refused { ref code, .. } if code == "UPLOAD_EXPIRED" => StepError::Changed,
         e => StepError::Problem(format!("the server refused it: {e}")),
     }
 }

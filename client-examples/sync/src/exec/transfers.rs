@@ -18,6 +18,34 @@ pub fn tmp_dir(root: &std::path::Path) -> PathBuf {
     root.join(STATE_DIR).join("tmp")
 }
 
+/// The partial download of a version (named by version: an interrupted download of the
+/// same version resumes).
+pub fn part_name(id: &str, version: i64) -> String {
+    format!("{id}.v{version}.part")
+}
+
+/// Removes partial downloads that no pending change will resume.
+pub fn prune_parts(root: &std::path::Path, keep: &std::collections::HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir(root)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".part") && !keep.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Runs blocking file system and state work without holding up the other transfers
+/// (a runtime worker would otherwise wait on each fsync).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 impl Executor<'_> {
     pub(super) async fn download(
         &self,
@@ -27,8 +55,7 @@ impl Executor<'_> {
     ) -> Result<(), StepError> {
         let tmp = tmp_dir(self.root);
         std::fs::create_dir_all(&tmp)?;
-        // Named by version: an interrupted download of the same version resumes.
-        let part = tmp.join(format!("{}.v{}.part", remote.id, remote.version));
+        let part = tmp.join(part_name(&remote.id, remote.version));
         let sha256 = if remote.size == 0 {
             std::fs::File::create(&part)?.sync_all()?;
             EMPTY_SHA256.to_owned()
@@ -44,21 +71,34 @@ impl Executor<'_> {
             ));
         }
         let target = to.to_local(self.root);
-        match replace {
-            None => local::rename_new(&part, &target).map_err(super::changed_if_taken)?,
-            Some(expect) => match local::check(&target, &expect)? {
-                local::Found::Expected | local::Found::Missing => {
-                    local::make_parent(&target)?;
-                    std::fs::rename(&part, &target)?;
-                }
-                local::Found::Other => return Err(StepError::Changed),
-            },
-        }
-        if let Some(dir) = target.parent() {
-            local::sync_dir(dir)?;
-        }
-        let fp = local::fingerprint(&target)?;
-        self.record(remote, to, fp)?;
+        blocking(|| {
+            let downloaded = local::fingerprint(&part)?;
+            match replace {
+                None => local::rename_new(&part, &target).map_err(super::changed_if_taken)?,
+                Some(expect) => match local::check(&target, &expect)? {
+                    local::Found::Expected | local::Found::Missing => {
+                        local::make_parent(&target)?;
+                        std::fs::rename(&part, &target)?;
+                    }
+                    local::Found::Other => return Err(StepError::Changed),
+                },
+            }
+            // The rename must be durable before the state says the file is there: a
+            // lost rename would otherwise read as a deletion.
+            if let Some(dir) = target.parent() {
+                local::sync_dir(dir)?;
+            }
+            // Written to since the rename? Then record what was downloaded, and the
+            // next scan reads the file again.
+            let placed = local::fingerprint(&target)?;
+            let fp = if placed.same_file(&downloaded) {
+                placed
+            } else {
+                downloaded
+            };
+            self.record(remote, to, fp)?;
+            Ok(())
+        })?;
         self.report.line(format_args!("downloaded {to}"));
         Ok(())
     }
@@ -100,8 +140,13 @@ impl Executor<'_> {
     async fn fresh_url(&self, remote: &RemoteFile) -> Result<String, StepError> {
         match self.api.download_url(&remote.id, remote.version).await {
             Ok(url) => Ok(url),
-            // The version is gone (the file was deleted and purged): plan again.
-            Err(ApiError::NotFound(_)) => Err(StepError::Changed),
+            // The version is gone (the file was deleted and purged): plan again; or the
+            // caller is no longer a member.
+            Err(ApiError::NotFound(why)) => match self.api.space(self.space).await {
+                Ok(Some(_)) => Err(StepError::Changed),
+                Ok(None) => Err(StepError::Fatal(ApiError::Forbidden(why))),
+                Err(e) => Err(remote_error(e)),
+            },
             Err(e) => Err(remote_error(e)),
         }
     }
@@ -148,15 +193,17 @@ impl Executor<'_> {
         };
         let sent = transfer::upload(self.api, &ticket, &local, before.size, on_bytes).await;
         drop(progress);
-        // The bytes went from the file as it was hashed only if it did not change.
-        let after = local::fingerprint(&local).ok();
-        if after != Some(before) {
-            self.api.cancel_upload(&ticket).await;
-            return Err(StepError::Changed);
-        }
+        // Changed while its bytes were read? If they still matched the hash (the server
+        // checks), what was published is the file as it was hashed: recorded below with
+        // the fingerprint it had then, so the next scan sees the later change as an edit.
+        let changed_meanwhile = local::fingerprint(&local).ok() != Some(before);
         if let Err(e) = sent {
             self.api.cancel_upload(&ticket).await;
-            return Err(transfer_error(e));
+            return Err(if changed_meanwhile {
+                StepError::Changed
+            } else {
+                transfer_error(e)
+            });
         }
         let file = match self.api.commit_upload(&ticket).await {
             Ok(file) => file,
@@ -172,14 +219,18 @@ impl Executor<'_> {
                 });
             }
         };
-        self.state.put_base(&BaseFile {
-            id: file.id.clone(),
-            path: file.path.clone(),
-            version: file.version,
-            sha256: file.sha256.clone(),
-            size: file.size,
-            local: before,
-            recorded_ns: now_ns(),
+        // The base records where the file is here (the server may spell the name
+        // another way) and what was hashed.
+        blocking(|| {
+            self.state.put_base(&BaseFile {
+                id: file.id.clone(),
+                path: path.clone(),
+                version: file.version,
+                sha256: file.sha256.clone(),
+                size: file.size,
+                local: before,
+                recorded_ns: now_ns(),
+            })
         })?;
         let verb = if id.is_some() {
             "uploaded"
@@ -187,6 +238,9 @@ impl Executor<'_> {
             "uploaded new"
         };
         self.report.line(format_args!("{verb} {path}"));
+        if changed_meanwhile {
+            return Err(StepError::Changed);
+        }
         Ok(())
     }
 }
@@ -202,11 +256,27 @@ fn transfer_error(e: TransferError) -> StepError {
         } => StepError::Problem(format!(
             "the server's storage is full ({message}); it is tried again later"
         )),
-        TransferError::Refused { code, message, .. }
-            if code.as_deref() == Some("CHECKSUM_MISMATCH")
-                || code.as_deref() == Some("BadDigest") =>
+        // The storage is busy or failing (S3's 503 SlowDown): this file later, the
+        // rest now.
+        TransferError::Refused {
+            status: 500..=599,
+            message,
+            ..
+        } => StepError::Retry(format!("the storage failed ({message}); tried again")),
+        // The bytes did not match, the ticket expired, or the commit inside the PUT
+        // found the file moved on: plan again.
+        TransferError::Refused { code, .. }
+            if matches!(
+                code.as_deref(),
+                Some(
+                    "CHECKSUM_MISMATCH"
+                        | "BadDigest"
+                        | "CONFLICT"
+                        | "UPLOAD_EXPIRED"
+                        | "UPLOAD_INCOMPLETE"
+                )
+            ) =>
         {
-            let _ = message;
             StepError::Changed
         }
         e => StepError::Problem(e.to_string()),

@@ -206,13 +206,16 @@ impl<'a> Planner<'a> {
             };
         }
         // A file under an ignored name is not seen locally; that is no deletion.
-        if self.ignored(&b.path) || (!r.deleted && self.ignored(&r.path)) {
+        if self.ignored(&b.path) {
             return Decision::Hold {
                 paths: l.map(|l| vec![&l.path]).unwrap_or_default(),
                 waiting: false,
             };
         }
-        if r.deleted {
+        // Moved there under an ignored name: for this folder it is gone, as if deleted
+        // (and a local change to it survives as a new file).
+        let gone = r.deleted || self.ignored(&r.path);
+        if gone {
             return match l {
                 None => Decision::Forget(b),
                 Some(l) if l.sha256 == b.sha256 && l.path == b.path => {

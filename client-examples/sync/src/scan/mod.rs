@@ -14,6 +14,17 @@ use std::time::Duration;
 
 use crate::paths::RelPath;
 use crate::state::{State, StateError};
+
+/// Why a scan could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The folder itself cannot be read (gone, unmounted, no permission): nothing in it
+    /// can be told apart from deleted, so nothing is synced.
+    #[error("the folder {0} cannot be read ({1}); nothing was synced")]
+    Root(String, std::io::Error),
+}
 use crate::tree::{BaseFile, FileId, Fingerprint, LocalFile};
 use hash::{Hashed, hash_stable};
 use rules::Rules;
@@ -31,6 +42,8 @@ pub struct Scan {
     /// Files being written (changed recently, or while they were read): worth another
     /// look soon, unlike files that cannot be read.
     pub changing: HashSet<RelPath>,
+    /// Symbolic links left alone (not synced, and not a failure).
+    pub links: usize,
 }
 
 /// How to scan.
@@ -42,6 +55,9 @@ pub struct Scanner<'a> {
     /// A file modified more recently than this is left for a later pass.
     pub settle: Duration,
     pub threads: usize,
+    /// Rename files whose names are not in Unicode NFC (the form the server stores names
+    /// in) to that form; off for a dry run.
+    pub normalize_names: bool,
 }
 
 struct Found {
@@ -51,7 +67,10 @@ struct Found {
 
 impl Scanner<'_> {
     /// Scans the whole folder.
-    pub fn full(&self) -> Result<Scan, StateError> {
+    pub fn full(&self) -> Result<Scan, ScanError> {
+        // A folder that cannot be listed must not read as empty.
+        std::fs::read_dir(self.root)
+            .map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
         let mut scan = Scan::default();
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
@@ -65,7 +84,9 @@ impl Scanner<'_> {
     /// to be as the base has it. A new file whose inode the base knows under a path not
     /// in `paths` brings that path in, so a rename split across two batches of events is
     /// still seen as one.
-    pub fn paths(&self, paths: &HashSet<RelPath>) -> Result<Scan, StateError> {
+    pub fn paths(&self, paths: &HashSet<RelPath>) -> Result<Scan, ScanError> {
+        std::fs::read_dir(self.root)
+            .map_err(|e| ScanError::Root(self.root.display().to_string(), e))?;
         let mut scan = Scan::default();
         let mut found = Vec::new();
         let mut unreadable = Vec::new();
@@ -87,6 +108,11 @@ impl Scanner<'_> {
             let path = scope[i].clone();
             i += 1;
             let local = path.to_local(self.root);
+            // Under a symbolic link is outside the folder: as good as missing (the full
+            // scan does not follow links either).
+            if crate::exec::through_link(self.root, &path) {
+                continue;
+            }
             match std::fs::symlink_metadata(&local) {
                 Ok(meta) if meta.is_dir() => {
                     self.walk(&local, &mut found, &mut unreadable, &mut scan)
@@ -133,7 +159,12 @@ impl Scanner<'_> {
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Moved away while the scan ran: what the base has under it is not
+                // deleted, only not seen this time.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    unreadable.push(self.relative(&dir));
+                    continue;
+                }
                 Err(e) => {
                     let rel = self.relative(&dir);
                     scan.problems
@@ -173,6 +204,24 @@ impl Scanner<'_> {
                 return;
             }
         };
+        // The server stores names in NFC; a name in another form (from a Mac, say) would
+        // come back renamed. Give it that form here first.
+        if !path.is_nfc() {
+            let nfc = path.to_nfc();
+            let target = nfc.to_local(self.root);
+            let renamed = self.normalize_names && crate::exec::rename_new(&local, &target).is_ok();
+            if !renamed {
+                scan.problems.push((
+                    path.to_string(),
+                    format!(
+                        "the name is not in Unicode NFC form, and {nfc} is taken (or this \
+                         is a dry run); rename one of them"
+                    ),
+                ));
+                return;
+            }
+            return self.visit(target, stack, found, unreadable, scan);
+        }
         let meta = match std::fs::symlink_metadata(&local) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -193,10 +242,7 @@ impl Scanner<'_> {
                 fingerprint: Fingerprint::of(&meta),
             });
         } else if meta.file_type().is_symlink() {
-            scan.problems.push((
-                path.to_string(),
-                "a symbolic link: links are not synced".into(),
-            ));
+            scan.links += 1;
         }
     }
 
@@ -220,7 +266,7 @@ impl Scanner<'_> {
 
     /// Gives each found file its hash: the base's when the base vouches for it, a cached
     /// one, or a fresh one (several files at a time).
-    fn fill(&self, found: Vec<Found>, scan: &mut Scan) -> Result<(), StateError> {
+    fn fill(&self, found: Vec<Found>, scan: &mut Scan) -> Result<(), ScanError> {
         let by_path: HashMap<&RelPath, &BaseFile> =
             self.base.values().map(|b| (&b.path, b)).collect();
         let mut to_hash = Vec::new();

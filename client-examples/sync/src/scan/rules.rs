@@ -16,7 +16,8 @@ pub const STATE_DIR: &str = ".filesync";
 pub const IGNORE_FILE: &str = ".filesyncignore";
 
 /// Left out unless `.filesyncignore` says otherwise: Finder's and Explorer's metadata,
-/// office suites' lock files, editors' swap files.
+/// office suites' lock files, editors' swap and lock files, browsers' and desktops'
+/// files still being written.
 const BUILT_IN: &[&str] = &[
     ".DS_Store",
     "Thumbs.db",
@@ -24,6 +25,9 @@ const BUILT_IN: &[&str] = &[
     ".~lock.*#",
     "~$*",
     ".*.sw[px]",
+    ".#*",
+    "*.crdownload",
+    ".goutputstream-*",
 ];
 
 pub struct Rules {
@@ -68,14 +72,32 @@ impl Rules {
         (rules, problem)
     }
 
-    /// Whether `path` (a file, or a folder when `is_dir`) is left alone.
+    /// Whether `path` (a file, or a folder when `is_dir`) is left alone. As in git, what
+    /// is under an ignored folder stays ignored (`!` cannot re-include it), so the scan,
+    /// which does not walk into ignored folders, and the planner agree. A `.filesync`
+    /// anywhere is a synced folder's state (a nested one's included): never synced.
     pub fn ignores(&self, path: &RelPath, is_dir: bool) -> bool {
-        if path.is_within(STATE_DIR) {
+        if path.has_component(STATE_DIR) {
             return true;
         }
-        self.matcher
-            .matched_path_or_any_parents(path.to_local(&self.root), is_dir)
-            .is_ignore()
+        let mut folder = String::new();
+        let parts: Vec<&str> = path.as_str().split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                folder.push('/');
+            }
+            folder.push_str(part);
+            let last = i + 1 == parts.len();
+            let local = self.root.join(&folder);
+            if self
+                .matcher
+                .matched(&local, if last { is_dir } else { true })
+                .is_ignore()
+            {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -88,15 +110,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(IGNORE_FILE),
-            "build/\n*.log\n!keep.log\n!Thumbs.db\n",
+            "build/\n*.log\n!keep.log\n!Thumbs.db\n!build/kept.o\n",
         )
         .unwrap();
         let (rules, problem) = Rules::load(dir.path());
         assert!(problem.is_none());
         let ignored = |p: &str| rules.ignores(&RelPath::parse(p).unwrap(), false);
         assert!(ignored(".filesync/state.db"));
+        assert!(
+            ignored("nested/.filesync/token"),
+            "a nested synced folder's state"
+        );
         assert!(ignored("a/.DS_Store"));
         assert!(ignored("build/out/x.o"));
+        assert!(
+            ignored("build/kept.o"),
+            "as in git: no re-including under an ignored folder"
+        );
         assert!(ignored("a/b.log"));
         assert!(!ignored("keep.log"));
         assert!(!ignored("Thumbs.db"), "a built-in rule can be overridden");

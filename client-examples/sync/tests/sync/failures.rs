@@ -133,3 +133,61 @@ async fn a_full_disk_is_reported_and_leaves_no_partial_file() {
         "no partial file under its real name: {stdout}"
     );
 }
+
+/// The folder vanishing under `watch` (an unmounted drive) ends the run; it is never
+/// read as every file deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_folder_stops_watch_and_deletes_nothing() {
+    let server = server().await;
+    let space = server.create_space("alice").await;
+    let a = Client::init(&server, "alice", &space).await;
+    a.write("one.txt", "1");
+    a.write("two.txt", "2");
+    a.sync().await;
+    let mut watch = a
+        .command(&[
+            "watch",
+            a.dir.to_str().unwrap(),
+            "--rescan",
+            "1s",
+            "--quiet",
+        ])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let aside = a.dir.with_file_name("moved-away");
+    std::fs::rename(&a.dir, &aside).unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), watch.wait())
+        .await
+        .expect("watch stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        server.files("alice", &space).await.len(),
+        2,
+        "nothing deleted"
+    );
+}
+
+/// A token given to a later run replaces the kept one once the server accepts it; one it
+/// refuses does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_token_is_kept_once_accepted() {
+    let server = server().await;
+    let space = server.create_space("alice").await;
+    let a = Client::init(&server, "alice", &space).await;
+    let out = a.run("sync", &["--token", "refused"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    a.sync().await;
+    let fresh = server.token("alice");
+    let out = a.run("sync", &["--token", &fresh]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let kept = std::fs::read_to_string(a.path(".filesync/token")).unwrap();
+    assert_eq!(kept, fresh);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a.path(".filesync/token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
