@@ -211,7 +211,10 @@ impl BlobStore for S3Blobs {
         Ok(Some(BlobRead {
             total_size: info.size,
             range,
-            stream: Box::pin(tokio_util::io::ReaderStream::new(reader)),
+            stream: Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                reader,
+                64 * 1024,
+            )),
         }))
     }
 
