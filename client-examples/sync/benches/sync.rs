@@ -29,6 +29,9 @@ struct Args {
     /// How many changes the latency run makes.
     #[arg(long, default_value_t = 100)]
     changes: usize,
+    /// Transfers at a time (the client's `--parallel`).
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
     /// Tiny sizes, to check the harness runs (figures not worth recording).
     #[arg(long)]
     smoke: bool,
@@ -54,7 +57,8 @@ async fn main() {
         report.push_str(&text);
         report.push('\n');
     };
-    let work = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+    // Scratch under target/ (a real disk, like the folders people sync; not a tmpfs).
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
 
     // Many small files.
@@ -69,7 +73,8 @@ async fn main() {
         std::fs::write(path, data).unwrap();
         bytes += len as u64;
     }
-    let small = initial_sync(&tree, work.path(), "small").await;
+    let parallel = args.parallel.to_string();
+    let small = initial_sync(&tree, work.path(), "small", &parallel).await;
     line(
         &mut report,
         "| what | filesync-sync | `cp -r` (floor) | client peak RSS |".into(),
@@ -106,7 +111,7 @@ async fn main() {
             file.write_all(&chunk).unwrap();
         }
     }
-    let large = initial_sync(&tree, work.path(), "large").await;
+    let large = initial_sync(&tree, work.path(), "large", &parallel).await;
     line(
         &mut report,
         format!(
@@ -142,7 +147,11 @@ async fn main() {
         ),
     );
     if let Some(path) = &args.write {
-        write_report(path, &report);
+        // Relative to the workspace root, wherever cargo runs the bench from.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        write_report(&path, &report);
         println!("recorded in {}", path.display());
     }
 }
@@ -156,13 +165,18 @@ struct Initial {
 
 /// Uploads `tree` through a first folder, then times a second, empty folder's first
 /// `sync`, and `cp -r` of the tree.
-async fn initial_sync(tree: &Path, work: &Path, name: &str) -> Initial {
+async fn initial_sync(tree: &Path, work: &Path, name: &str, parallel: &str) -> Initial {
     let server = server().await;
     let space = server.create_space("alice").await;
     let a = Client::init(&server, "alice", &space).await;
     copy(tree, &a.dir);
     let started = Instant::now();
-    let out = a.run("sync", &["--quiet", "--settle", "0s"]).await;
+    let out = a
+        .run(
+            "sync",
+            &["--quiet", "--settle", "0s", "--parallel", parallel],
+        )
+        .await;
     assert!(out.status.success(), "{}", harness::text(&out));
     let upload = started.elapsed();
 
@@ -182,7 +196,13 @@ async fn initial_sync(tree: &Path, work: &Path, name: &str) -> Initial {
     let b = Client::init(&server, "alice", &space).await;
     let started = Instant::now();
     let mut child = b
-        .command(&["sync", b.dir.to_str().unwrap(), "--quiet"])
+        .command(&[
+            "sync",
+            b.dir.to_str().unwrap(),
+            "--quiet",
+            "--parallel",
+            parallel,
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

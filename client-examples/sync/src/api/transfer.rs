@@ -88,14 +88,18 @@ pub async fn download(
         file.seek(std::io::SeekFrom::End(0)).await?;
         let mut done = file.metadata().await?.len();
         let mut body = res.bytes_stream();
+        // The body comes in small chunks; each tokio file write is a hop to a blocking
+        // thread, so gather a MiB before writing.
+        let mut out = tokio::io::BufWriter::with_capacity(1024 * 1024, &mut file);
         while let Some(chunk) = body.next().await {
             let chunk =
                 chunk.map_err(|e| TransferError::Interrupted(describe(&e.without_url())))?;
-            file.write_all(&chunk).await?;
+            out.write_all(&chunk).await?;
             hasher.update(&chunk);
             done += chunk.len() as u64;
             progress(done);
         }
+        out.flush().await?;
     }
     // tokio's sync_all does not flush its buffer: flush first, or a write error is lost.
     file.flush().await?;
