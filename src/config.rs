@@ -67,6 +67,9 @@ pub struct ServerSettings {
     /// `https://app.example.com`; `["*"]` allows any. Empty (the default): no CORS headers,
     /// so browsers allow same-origin calls only.
     pub cors_allowed_origins: Vec<String>,
+    /// A folder holding the built browser app (`client-examples/web/dist`), served at
+    /// `/app/`. Unset (the default): no app.
+    pub web_app: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -78,6 +81,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             graphiql: true,
             cors_allowed_origins: Vec::new(),
+            web_app: None,
         }
     }
 }
@@ -179,6 +183,10 @@ pub struct AuthSettings {
     /// token for ever, say `exp` in the year 9999) is refused, as is minting one.
     #[serde(with = "humantime_serde")]
     pub max_token_lifetime: Duration,
+    /// Development only: `POST /auth/dev-sign-in {"user": "alice"}` mints a token for
+    /// any user who asks (the browser app offers it). Refused at startup unless the
+    /// backend is embedded and the server listens on a loopback address.
+    pub dev_sign_in: bool,
 }
 
 impl Default for AuthSettings {
@@ -195,6 +203,7 @@ impl Default for AuthSettings {
             token_ttl: Duration::from_secs(24 * 3600),
             leeway: Duration::from_secs(30),
             max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
+            dev_sign_in: false,
         }
     }
 }

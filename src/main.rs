@@ -36,6 +36,13 @@ enum Command {
         /// Data directory of the embedded backend.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Serve the built browser app from this folder at /app/ (server.web_app).
+        #[arg(long)]
+        web_app: Option<PathBuf>,
+        /// Development only: anyone may sign in as anyone at /auth/dev-sign-in
+        /// (auth.dev_sign_in; embedded backend on a loopback address only).
+        #[arg(long)]
+        dev_sign_in: bool,
     },
     /// Print a bearer token for a user, signed with the server's key.
     Token {
@@ -78,13 +85,17 @@ fn main() -> ExitCode {
         config: None,
         listen: None,
         data_dir: None,
+        web_app: None,
+        dev_sign_in: false,
     });
     let result = match command {
         Command::Serve {
             config,
             listen,
             data_dir,
-        } => serve(config, listen, data_dir),
+            web_app,
+            dev_sign_in,
+        } => serve(config, listen, data_dir, web_app, dev_sign_in),
         Command::Token {
             user,
             ttl,
@@ -124,8 +135,14 @@ fn serve(
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    web_app: Option<PathBuf>,
+    dev_sign_in: bool,
 ) -> anyhow::Result<()> {
-    let settings = settings(config, listen, data_dir)?;
+    let mut settings = settings(config, listen, data_dir)?;
+    if web_app.is_some() {
+        settings.server.web_app = web_app;
+    }
+    settings.auth.dev_sign_in |= dev_sign_in;
     filesync::telemetry::init(&settings.log);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -33,6 +33,7 @@ pub struct App {
 impl App {
     /// Binds the listener (port 0 picks a free one), opens storage and wires everything.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let dev_sign_in = dev_sign_in(&settings)?;
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -75,11 +76,21 @@ impl App {
             subscriptions: settings.subscriptions.clone(),
             shutdown: shutdown.clone(),
             connections: connections.clone(),
+            dev_sign_in,
         };
+        if let Some(dir) = &settings.server.web_app {
+            anyhow::ensure!(
+                dir.join("index.html").is_file(),
+                "server.web_app: {} has no index.html (build the app first: \
+                 cd client-examples/web && npm ci && npm run build)",
+                dir.display()
+            );
+        }
         let body_limit = usize::try_from(settings.server.max_request_bytes).unwrap_or(usize::MAX);
         let router = http::router(
             state,
             settings.server.graphiql,
+            settings.server.web_app.clone(),
             RequestBodyLimitLayer::new(body_limit),
             http::cors(&settings.server.cors_allowed_origins)?,
         );
@@ -174,4 +185,24 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// The development sign-in's token lifetime when it is on and allowed: only on the
+/// embedded backend, listening on loopback (anyone who reaches it can be anyone).
+fn dev_sign_in(settings: &Settings) -> anyhow::Result<Option<std::time::Duration>> {
+    if !settings.auth.dev_sign_in {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        settings.storage.backend == crate::config::Backend::Embedded,
+        "auth.dev_sign_in works only on the embedded backend"
+    );
+    anyhow::ensure!(
+        settings.server.listen.ip().is_loopback(),
+        "auth.dev_sign_in lets anyone sign in as anyone: it needs a loopback \
+         server.listen address (such as 127.0.0.1), not {}",
+        settings.server.listen
+    );
+    tracing::warn!("development sign-in is on: anyone reaching this server can be anyone");
+    Ok(Some(settings.auth.token_ttl))
 }

@@ -145,6 +145,36 @@ impl Space {
             .collect())
     }
 
+    /// The owners' inspector: the space's uploads as the metadata store holds them
+    /// (`PENDING`, then `COMMITTED` or `ABANDONED`), newest first, each beside the object
+    /// the blob store holds for it now. At most `first` (default 100), those after the
+    /// upload `after`. Owners only (`FORBIDDEN` otherwise). The AWS backend forgets a
+    /// finished upload a week after it expired.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
+    async fn uploads(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<ID>,
+    ) -> async_graphql::Result<Vec<UploadRecord>> {
+        let after = after.as_ref().map(super::parse_id).transpose()?;
+        let uploads = service(ctx)
+            .uploads(viewer(ctx)?, self.space.id, first, after)
+            .await
+            .gql()?;
+        Ok(uploads
+            .into_iter()
+            .map(|(upload, object)| UploadRecord {
+                object: object.map(|o| StoredObject {
+                    key: upload.blob_key.clone(),
+                    size: Size(o.size),
+                    sha256: o.sha256.map(|h| h.to_hex()),
+                }),
+                upload,
+            })
+            .collect())
+    }
+
     /// What files the space accepts (members may read it; owners change it with
     /// `updateSpaceSettings`).
     async fn settings(&self, ctx: &Context<'_>) -> async_graphql::Result<SpaceSettings> {
@@ -154,6 +184,84 @@ impl Space {
             .gql()?;
         Ok(SpaceSettings::from(settings))
     }
+}
+
+/// An upload as the metadata store holds it, beside its stored object.
+pub struct UploadRecord {
+    upload: domain::PendingUpload,
+    object: Option<StoredObject>,
+}
+
+#[Object]
+impl UploadRecord {
+    async fn upload_id(&self) -> ID {
+        ID(self.upload.id.to_string())
+    }
+
+    async fn file_id(&self) -> ID {
+        ID(self.upload.file_id.to_string())
+    }
+
+    /// The version this upload becomes (or became) when committed.
+    async fn version(&self) -> u32 {
+        self.upload
+            .committed_version
+            .unwrap_or_else(|| self.upload.target_version())
+    }
+
+    async fn name(&self) -> &str {
+        self.upload.name.as_str()
+    }
+
+    /// The declared size.
+    async fn size(&self) -> Size {
+        Size(self.upload.size)
+    }
+
+    /// The declared SHA-256 (hex).
+    async fn sha256(&self) -> String {
+        self.upload.sha256.to_hex()
+    }
+
+    async fn content_type(&self) -> Option<&str> {
+        self.upload.content_type.as_deref()
+    }
+
+    async fn author(&self) -> ID {
+        ID(self.upload.author.to_string())
+    }
+
+    async fn state(&self) -> VersionState {
+        match self.upload.state {
+            domain::UploadState::Pending => VersionState::Pending,
+            domain::UploadState::Committed => VersionState::Committed,
+            domain::UploadState::Abandoned => VersionState::Abandoned,
+        }
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        datetime(self.upload.created_at)
+    }
+
+    /// When the upload's URL stops working (a pending upload is abandoned after it).
+    async fn expires_at(&self) -> DateTime<Utc> {
+        datetime(self.upload.expires_at)
+    }
+
+    /// The object stored under the upload's key; null when there is none (not yet sent,
+    /// or removed).
+    async fn object(&self) -> Option<&StoredObject> {
+        self.object.as_ref()
+    }
+}
+
+/// An object in the blob store.
+#[derive(SimpleObject)]
+pub struct StoredObject {
+    pub key: String,
+    pub size: Size,
+    /// Its SHA-256 (hex), when the store can say.
+    pub sha256: Option<String>,
 }
 
 /// The limits a space puts on its files. Empty lists accept everything.

@@ -31,6 +31,7 @@ mod graphql;
 mod health;
 pub mod limits;
 pub mod metrics;
+mod web_app;
 mod ws;
 
 /// What every handler shares.
@@ -51,6 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Open websocket connections, so that shutdown can wait for their close frames.
     pub connections: TaskTracker,
+    /// The lifetime of tokens minted by the development sign-in; `None`: it is off.
+    pub dev_sign_in: Option<Duration>,
 }
 
 /// The CORS policy for `origins` (`None` when empty: no CORS headers at all).
@@ -92,6 +95,7 @@ pub fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
 pub fn router(
     state: AppState,
     graphiql: bool,
+    web_app: Option<std::path::PathBuf>,
     body_limit: RequestBodyLimitLayer,
     cors: Option<CorsLayer>,
 ) -> Router {
@@ -116,6 +120,20 @@ pub fn router(
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render));
+    if state.dev_sign_in.is_some() {
+        router = router.route(
+            "/auth/dev-sign-in",
+            get(web_app::dev_sign_in_enabled).post(web_app::dev_sign_in),
+        );
+    }
+    if let Some(dir) = web_app {
+        router = router.route("/app", get(web_app::app_root)).merge(
+            Router::new()
+                .route("/app/", get(web_app::app_file))
+                .route("/app/{*rest}", get(web_app::app_file))
+                .with_state(dir),
+        );
+    }
     if graphiql {
         router = router
             .route("/graphiql", get(graphql::graphiql))

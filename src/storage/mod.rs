@@ -202,6 +202,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// How many of `user`'s uploads are pending and not yet expired at `now` (may lag a
     /// little behind on backends whose index is eventually consistent).
     async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError>;
+    /// A space's uploads in every state (`PENDING`, `COMMITTED`, `ABANDONED`), newest
+    /// first: at most `limit`, those after the upload `after` in that order. For the
+    /// owners' inspector; a backend may forget finished uploads after a while (the AWS
+    /// backend's TTL drops them a week after they expired).
+    async fn uploads_of_space(
+        &self,
+        space: SpaceId,
+        after: Option<UploadId>,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError>;
     /// Moves a pending upload to `ABANDONED`; `false` if it was not pending (committed or
     /// abandoned meanwhile, perhaps by another replica: only the winner removes content).
     /// The abandoned upload stays on the sweeper's list ([`Self::uploads_to_sweep`]) from

@@ -1,8 +1,12 @@
 //! Spaces and their members.
 
 use super::{Error, Result, SyncService, now};
-use crate::domain::{FileName, Refusal, Role, SpaceId, SpaceName, SpaceSettings, UserId};
-use crate::storage::{Member, Space};
+use futures::StreamExt;
+
+use crate::domain::{
+    FileName, PendingUpload, Refusal, Role, SpaceId, SpaceName, SpaceSettings, UploadId, UserId,
+};
+use crate::storage::{BlobInfo, Member, Space};
 
 impl SyncService {
     /// Creates a space owned by `user`.
@@ -57,6 +61,44 @@ impl SyncService {
             .meta
             .members(space, after.as_ref(), limit)
             .await?)
+    }
+
+    /// The owners' inspector: a page of the space's uploads in every state, newest first,
+    /// each beside what the blob store holds under its key right now (`None`: nothing
+    /// yet, or removed).
+    pub async fn uploads(
+        &self,
+        user: &UserId,
+        space: SpaceId,
+        first: Option<i32>,
+        after: Option<UploadId>,
+    ) -> Result<Vec<(PendingUpload, Option<BlobInfo>)>> {
+        if self.role_in(user, space).await? != Role::Owner {
+            return Err(Error::forbidden(
+                "only an owner may inspect a space's uploads",
+            ));
+        }
+        let limit = self.page_size(first, "first")?;
+        let uploads = self
+            .inner
+            .store
+            .meta
+            .uploads_of_space(space, after, limit)
+            .await?;
+        let keys: Vec<String> = uploads.iter().map(|u| u.blob_key.clone()).collect();
+        let objects: Vec<_> = futures::stream::iter(keys)
+            .map(|key| {
+                let blobs = self.inner.store.blobs.clone();
+                async move { blobs.head(&key).await }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        uploads
+            .into_iter()
+            .zip(objects)
+            .map(|(u, o)| Ok((u, o?)))
+            .collect()
     }
 
     /// Adds, changes or (role `None`) removes a member. Owners only. Returns the space and

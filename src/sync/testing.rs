@@ -217,6 +217,14 @@ impl MetadataStore for FaultyStore {
     async fn pending_uploads_of(&self, user: &UserId, now: Millis) -> Result<usize, StoreError> {
         self.inner.pending_uploads_of(user, now).await
     }
+    async fn uploads_of_space(
+        &self,
+        space: SpaceId,
+        after: Option<UploadId>,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
+        self.inner.uploads_of_space(space, after, limit).await
+    }
     async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError> {
         self.inner.abandon_upload(id, purge_at).await
     }

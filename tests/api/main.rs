@@ -31,5 +31,6 @@ mod schema;
 mod space_settings;
 mod tokens;
 mod uploads;
+mod web_app;
 mod ws_client;
 mod ws_protocol;

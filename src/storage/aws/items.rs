@@ -19,6 +19,8 @@ pub const USER_SPACES_INDEX: &str = "user-spaces";
 pub const PENDING_INDEX: &str = "pending-uploads";
 /// Partitions of [`PENDING_INDEX`], so that the sweep's writes and reads spread out.
 pub const PENDING_SHARDS: u32 = 8;
+/// The global secondary index of a space's uploads in every state, by creation.
+pub const SPACE_UPLOADS_INDEX: &str = "space-uploads";
 /// How long a finished upload item is kept past its expiry before DynamoDB's TTL drops it.
 pub const UPLOAD_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
@@ -354,6 +356,8 @@ pub fn upload_item(u: &PendingUpload) -> Attrs {
     attrs.insert("created_at".into(), n(u.created_at));
     attrs.insert("expires_at".into(), n(u.expires_at));
     attrs.insert("state".into(), s(u.state.as_str()));
+    attrs.insert("upload_space".into(), s(u.space_id.to_string()));
+    attrs.insert("upload_order".into(), s(upload_order(u)));
     if let Some(v) = u.committed_version {
         attrs.insert("committed_version".into(), n(v));
     }
@@ -364,6 +368,11 @@ pub fn upload_item(u: &PendingUpload) -> Attrs {
     }
     attrs.insert("ttl".into(), n(u.expires_at / 1000 + UPLOAD_RETENTION_SECS));
     attrs
+}
+
+/// An upload's place in [`SPACE_UPLOADS_INDEX`]: creation time, then id.
+pub fn upload_order(u: &PendingUpload) -> String {
+    format!("{:016}#{}", u.created_at, u.id)
 }
 
 /// The index of a user's pending uploads (keys only: they are only counted).

@@ -1092,6 +1092,53 @@ impl MetadataStore for DynamoMetadata {
         }
     }
 
+    async fn uploads_of_space(
+        &self,
+        space: SpaceId,
+        after: Option<UploadId>,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
+        // The space's uploads in the `space-uploads` index, newest first; `after`
+        // continues past that upload's place in it.
+        let mut start = match after {
+            None => None,
+            Some(after) => match self.upload(after).await? {
+                Some(u) if u.space_id == space => {
+                    let mut start = key(items::upload_pk(u.id), items::UPLOAD_SK);
+                    start.insert("upload_space".into(), s(space.to_string()));
+                    start.insert("upload_order".into(), s(items::upload_order(&u)));
+                    Some(start)
+                }
+                _ => return Ok(Vec::new()),
+            },
+        };
+        let mut uploads = Vec::new();
+        while uploads.len() < limit {
+            self.requests.dynamodb("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(items::SPACE_UPLOADS_INDEX)
+                .key_condition_expression("upload_space = :s")
+                .expression_attribute_values(":s", s(space.to_string()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - uploads.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                uploads.push(items::upload_from(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => break,
+            }
+        }
+        Ok(uploads)
+    }
+
     async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError> {
         // The upload stays in the sweeper's index (`pending_shard`, `pending_expiry` =
         // when its content is due for removal) until its purge is recorded; it leaves the

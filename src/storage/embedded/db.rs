@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -249,6 +249,8 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
                 "ALTER TABLE files ADD COLUMN name_key TEXT NOT NULL DEFAULT ''; \
                  CREATE INDEX files_live_key ON files(space_id, name_key) WHERE deleted = 0;"
             }
+            // 7: a space's uploads, newest first, for the owners' inspector.
+            6 => "CREATE INDEX uploads_by_space ON uploads(space_id, created_at, id);",
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(
                 "database schema version {newer} is newer than this release understands \

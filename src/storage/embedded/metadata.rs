@@ -469,6 +469,37 @@ impl MetadataStore for Db {
         })
     }
 
+    async fn uploads_of_space(
+        &self,
+        space: SpaceId,
+        after: Option<UploadId>,
+        limit: usize,
+    ) -> Result<Vec<PendingUpload>, StoreError> {
+        self.read(move |conn| {
+            // Newest first; `after` is found in the same snapshot (none: from the top).
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE space_id = ?1 AND (
+                       ?2 IS NULL OR (created_at, id) < (
+                         SELECT created_at, id FROM uploads WHERE id = ?2 AND space_id = ?1))
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ))
+                .map_err(internal)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        space.to_string(),
+                        after.map(|a| a.to_string()),
+                        limit as i64
+                    ],
+                    rows::upload,
+                )
+                .map_err(internal)?;
+            rows.collect::<Result<_, _>>().map_err(internal)
+        })
+        .await
+    }
+
     async fn abandon_upload(&self, id: UploadId, purge_at: Millis) -> Result<bool, StoreError> {
         self.writer
             .write(move |conn, _| {
