@@ -148,11 +148,13 @@ export function syncSpace(
   const apply = async (changed: FileInfo[], next: string, event: LiveEvent | null) => {
     const live = changed.filter((f) => !f.deleted);
     const removed = changed.filter((f) => f.deleted).map((f) => f.id);
-    await store.save(spaceId, next, live, removed);
+    // Shown first, saved next: a save that fails leaves the stored cursor behind, and the
+    // next run replays the change (applying a change twice is harmless).
     for (const file of live) files.set(file.id, file);
     for (const id of removed) files.delete(id);
-    cursor = next;
     for (const file of changed) options.onChange?.(file, event);
+    await store.save(spaceId, next, live, removed);
+    cursor = next;
   };
 
   const catchUp = async () => {

@@ -21,40 +21,58 @@ export const BIN =
 
 export interface TestServer {
   url: string;
+  dataDir: string;
+  /** Stops the server (SIGTERM: websockets close with 1001) and keeps its data. */
+  kill(): Promise<void>;
+  /** Starts it again on the same address and data. */
+  restart(): Promise<void>;
   token(user: string): Promise<string>;
   client(user: string, url?: string): Promise<FilesyncClient>;
   stop(): Promise<void>;
 }
 
-export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startServer(
+  env: Record<string, string> = {},
+  args: string[] = [],
+): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'filesync-ts-'));
-  const child: ChildProcess = spawn(
-    BIN,
-    ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir],
-    {
+  let child: ChildProcess;
+  const launch = async (listen: string) => {
+    child = spawn(BIN, ['serve', '--listen', listen, '--data-dir', dataDir, ...args], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, RUST_LOG: 'warn', ...env },
-    },
-  );
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/\S+)/.exec(line);
-      if (m) resolve(m[1]!);
     });
-    child.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
-  });
+    return new Promise<string>((resolve, reject) => {
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        const m = /listening on (http:\/\/\S+)/.exec(line);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (code) => reject(new Error(`the server exited (${code})`)));
+    });
+  };
+  const url = await launch('127.0.0.1:0');
+  const kill = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
   const token = async (user: string) =>
     (await run(BIN, ['token', '--user', user, '--data-dir', dataDir])).stdout.trim();
   return {
     url,
+    dataDir,
     token,
+    kill,
+    restart: async () => {
+      await kill();
+      await launch(new URL(url).host);
+    },
     client: async (user, at = url) =>
       new FilesyncClient({ url: at, token: await token(user), webSocketImpl: WebSocket }),
     stop: async () => {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      await kill();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
