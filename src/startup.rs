@@ -203,6 +203,15 @@ fn dev_sign_in(settings: &Settings) -> anyhow::Result<Option<std::time::Duration
          server.listen address (such as 127.0.0.1), not {}",
         settings.server.listen
     );
+    anyhow::ensure!(
+        !settings
+            .server
+            .cors_allowed_origins
+            .iter()
+            .any(|o| o == "*"),
+        "auth.dev_sign_in with server.cors_allowed_origins = [\"*\"] would let any web \
+         page mint tokens"
+    );
     tracing::warn!("development sign-in is on: anyone reaching this server can be anyone");
     Ok(Some(settings.auth.token_ttl))
 }

@@ -6,8 +6,8 @@ use std::path::{Component, Path, PathBuf};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use axum::http::{StatusCode, Uri};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -97,11 +97,15 @@ pub(super) struct SignIn {
 /// Development only: on the embedded backend, listening on loopback, when enabled.
 pub(super) async fn dev_sign_in(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Some(ttl) = state.dev_sign_in else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Err(why) = local_request(&headers) {
+        return error_response(StatusCode::FORBIDDEN, "FORBIDDEN", why);
+    }
     let Ok(Json(body)) = body else {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -129,6 +133,38 @@ pub(super) async fn dev_sign_in(
     }
 }
 
+/// The development sign-in answers pages of this server only: the `Host` must be a
+/// loopback name (a DNS-rebound name pointing at 127.0.0.1 is not), and a browser's
+/// `Origin`, when sent, must be that same host.
+fn local_request(headers: &HeaderMap) -> Result<(), &'static str> {
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or("the development sign-in needs a Host header")?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err("the development sign-in answers only at a loopback address");
+    }
+    if let Some(origin) = headers.get(ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host));
+        if !same {
+            return Err("the development sign-in answers only this server's own pages");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +185,36 @@ mod tests {
             "a\\..\\b",
         ] {
             assert_eq!(inside(dir, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_development_sign_in_answers_its_own_pages_on_loopback_only() {
+        let headers = |host: &str, origin: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                h.insert(ORIGIN, o.parse().unwrap());
+            }
+            h
+        };
+        for (host, origin) in [
+            ("127.0.0.1:8080", None),
+            ("localhost:8080", Some("http://localhost:8080")),
+            ("[::1]:8080", Some("http://[::1]:8080")),
+        ] {
+            assert_eq!(local_request(&headers(host, origin)), Ok(()), "{host}");
+        }
+        for (host, origin) in [
+            ("evil.example:8080", None),
+            ("127.0.0.1.nip.io:8080", None),
+            ("127.0.0.1:8080", Some("https://evil.example")),
+            ("127.0.0.1:8080", Some("null")),
+        ] {
+            assert!(
+                local_request(&headers(host, origin)).is_err(),
+                "{host} {origin:?}"
+            );
         }
     }
 }

@@ -8,6 +8,9 @@ use crate::domain::{
 };
 use crate::storage::{BlobInfo, Member, Space};
 
+/// The most uploads one `Space.uploads` page inspects (one blob store `HEAD` each).
+const MAX_INSPECTED: usize = 100;
+
 impl SyncService {
     /// Creates a space owned by `user`.
     pub async fn create_space(&self, user: &UserId, name: &str) -> Result<Space> {
@@ -79,6 +82,12 @@ impl SyncService {
             ));
         }
         let limit = self.page_size(first, "first")?;
+        // Each upload costs a look at the blob store: pages stay small.
+        if limit > MAX_INSPECTED {
+            return Err(Error::bad_input(format!(
+                "`first` may be at most {MAX_INSPECTED} for uploads"
+            )));
+        }
         let uploads = self
             .inner
             .store

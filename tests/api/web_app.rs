@@ -133,6 +133,14 @@ async fn the_inspector_pages_newest_first_and_is_for_owners_only() {
         )
         .await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_INPUT");
+    // Each upload costs a look at the blob store: at most 100 a page.
+    let body = app
+        .gql_as(Some("alice"), UPLOADS, json!({ "id": space, "first": 101 }))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_INPUT",
+        "{body:#}"
+    );
 }
 
 #[tokio::test]
@@ -184,6 +192,26 @@ async fn the_development_sign_in_mints_a_working_token() {
         assert_eq!(res.status(), 400, "{bad}");
         assert_eq!(http_error_code(res).await, "BAD_INPUT");
     }
+    // Another site's page (a browser sends its Origin), or a rebound DNS name: refused.
+    let res = app
+        .client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .json(&json!({ "user": "dana" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(http_error_code(res).await, "FORBIDDEN");
+    let res = app
+        .client
+        .post(&url)
+        .header("host", "rebound.example")
+        .json(&json!({ "user": "dana" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http_error_code(res).await, "FORBIDDEN");
     let res = app
         .client
         .post(&url)
@@ -209,6 +237,14 @@ async fn the_development_sign_in_is_refused_off_loopback_and_on_aws() {
         .to_string();
     assert!(error.contains("loopback"), "{error}");
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.cors_allowed_origins = vec!["*".into()];
+    let error = filesync::startup::App::build(settings.clone())
+        .await
+        .err()
+        .expect("refused with CORS for every origin")
+        .to_string();
+    assert!(error.contains("any web"), "{error}");
+    settings.server.cors_allowed_origins.clear();
     settings.storage.backend = filesync::config::Backend::Aws;
     let error = filesync::startup::App::build(settings)
         .await

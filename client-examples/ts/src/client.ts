@@ -34,6 +34,7 @@ export class FilesyncClient {
   private readonly tokenSource: ClientOptions['token'];
   private readonly webSocketImpl: unknown;
   private ws: WsClient | undefined;
+  private isClosed = false;
 
   constructor(options: ClientOptions) {
     this.url = options.url.replace(/\/+$/, '');
@@ -74,11 +75,24 @@ export class FilesyncClient {
       body = (await response.json()) as typeof body;
     } catch (e) {
       if (signal?.aborted) throw aborted(signal);
-      throw new FilesyncError(
-        response.status >= 500 ? 'INTERNAL' : 'NETWORK',
-        `the server answered ${response.status} without a GraphQL body`,
-        { status: response.status, cause: e },
-      );
+      // Not GraphQL (a proxy's page, say): the status says whose fault it is.
+      const s = response.status;
+      const code =
+        s === 401
+          ? 'UNAUTHENTICATED'
+          : s === 403
+            ? 'FORBIDDEN'
+            : s === 404
+              ? 'NOT_FOUND'
+              : s === 429
+                ? 'RATE_LIMITED'
+                : s >= 500
+                  ? 'INTERNAL'
+                  : 'BAD_INPUT';
+      throw new FilesyncError(code, `the server answered ${s} without a GraphQL body`, {
+        status: s,
+        cause: e,
+      });
     }
     if (body.errors && body.errors.length > 0) {
       throw fromGraphQLError(body.errors[0], response.status);
@@ -93,6 +107,7 @@ export class FilesyncClient {
 
   /** The shared websocket client (connected on first use, closed when idle). */
   websocket(): WsClient {
+    if (this.isClosed) throw new FilesyncError('ABORTED', 'the client is closed');
     if (!this.ws) {
       const url = this.url.replace(/^http/, 'ws') + '/graphql/ws';
       this.ws = createClient({
@@ -109,8 +124,14 @@ export class FilesyncClient {
     return this.ws;
   }
 
+  /** Closed by `close()`: live iterators end rather than reconnect. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
   /** Closes the websocket, ending every live iterator. */
   async close(): Promise<void> {
+    this.isClosed = true;
     const ws = this.ws;
     this.ws = undefined;
     await ws?.dispose();

@@ -43,7 +43,7 @@ export async function* liveChanges(
   const maxDelay = options.maxDelayMs ?? 15_000;
   let since = options.since ?? null;
   let failures = 0;
-  while (!signal?.aborted) {
+  while (!signal?.aborted && !client.closed) {
     onStatus?.('connecting');
     const queue = new Queue<LiveEvent>();
     const unsubscribe = client.websocket().subscribe<{ changes: Change }>(
@@ -78,7 +78,7 @@ export async function* liveChanges(
       signal?.removeEventListener('abort', stop);
       unsubscribe();
     }
-    if (signal?.aborted) return;
+    if (signal?.aborted || client.closed) return;
     if (error && FATAL.has(error.code)) {
       onStatus?.('offline', error);
       throw error;

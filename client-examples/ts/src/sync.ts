@@ -71,6 +71,21 @@ export class IndexedDBStore implements SpaceStore {
     await done(tx);
   }
 
+  /** Closes the database (a deletion waits for every connection to close). */
+  async close() {
+    (await this.db).close();
+  }
+
+  /** Deletes a store's database, with everything it kept (on sign-out, say). */
+  static delete(name = 'filesync'): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = indexedDB.deleteDatabase(name);
+      req.onsuccess = () => resolve();
+      req.onerror = () => reject(req.error);
+      req.onblocked = () => resolve(); // Deleted once the last connection closes.
+    });
+  }
+
   async clear(spaceId: string) {
     const tx = (await this.db).transaction(['cursors', 'files'], 'readwrite');
     tx.objectStore('cursors').delete(spaceId);

@@ -103,10 +103,18 @@ export async function upload(
     );
     checkAborted(signal);
   } catch (e) {
-    // Abandon the pending version (best effort: the sweeper removes it at expiry anyway).
-    await client
-      .request(CANCEL_UPLOAD, { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken })
-      .catch(() => undefined);
+    // Abandon the pending version. The store may have committed it already (the bytes
+    // landed and its notification won, or the request broke after the last byte): then
+    // the cancel is refused, and the upload is reported as what it is, published.
+    const keys = { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken };
+    const cancelled = await client.request(CANCEL_UPLOAD, keys).then(
+      () => true,
+      () => false,
+    );
+    if (!cancelled) {
+      const committed = await client.request(COMMIT_UPLOAD, keys).catch(() => null);
+      if (committed) return committed.commitUpload;
+    }
     throw e;
   }
   // From here on the upload is the server's: a cancel no longer applies, and the commit is
@@ -270,8 +278,22 @@ export async function download(
         headers: loaded > 0 ? { range: `bytes=${loaded}-` } : {},
         signal: signal ?? null,
       });
-      if (loaded > 0 && response.status === 200) {
-        // The whole body again: start over.
+      const resumedAt = /^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '');
+      if (loaded > 0 && response.status === 416 && loaded === file.size) {
+        break; // It broke right at the end: everything is here.
+      }
+      if (
+        loaded > 0 &&
+        (response.status === 200 || (response.status === 206 && Number(resumedAt?.[1]) !== loaded))
+      ) {
+        // The whole body again (or not from where it stopped): start over.
+        if (response.status === 206) {
+          await response.body?.cancel();
+          loaded = 0;
+          chunks.length = 0;
+          hash = sha256.create();
+          continue;
+        }
         chunks.length = 0;
         loaded = 0;
         hash = sha256.create();

@@ -226,6 +226,21 @@ describe('against a server', () => {
     assert.deepEqual(seqs, [...seqs].sort(compareCursors));
   });
 
+  test('close() ends live iterators instead of reconnecting', async () => {
+    const carol = await server.client('alice');
+    const space = await carol.createSpace('closing');
+    const events: string[] = [];
+    const done = (async () => {
+      for await (const event of carol.liveChanges(space.id, { since: space.headCursor })) {
+        events.push(event.kind);
+        if (event.kind === 'READY') await carol.close();
+      }
+    })();
+    await done;
+    assert.deepEqual(events, ['READY']);
+    assert.throws(() => carol.websocket(), { code: 'ABORTED' });
+  });
+
   test('syncSpace keeps a map current and resumes from the stored cursor', async () => {
     const space = await alice.createSpace('synced');
     const store = new MemoryStore();

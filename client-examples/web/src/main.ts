@@ -26,6 +26,10 @@ interface Session {
 
 interface Upload {
   id: number;
+  /** Where it goes: fixed when it starts, whatever the page shows meanwhile. */
+  client: FilesyncClient;
+  space: SpaceInfo;
+  user: string;
   name: string;
   phase: string;
   loaded: number;
@@ -34,9 +38,13 @@ interface Upload {
   error?: string;
 }
 
-const params = new URLSearchParams(location.search);
-/** The API's origin: this page's, unless `?server=` names another (it must allow CORS). */
-const server = (params.get('server') ?? location.origin).replace(/\/+$/, '');
+/** The API's origin: this page's, unless whoever deployed the app named another in
+ * `<meta name="filesync-server">` (it must allow this origin: CORS). Never from the URL:
+ * a link could otherwise send the token someone pastes to a server of its choosing. */
+const server = (
+  document.querySelector<HTMLMetaElement>('meta[name="filesync-server"]')?.content ||
+  location.origin
+).replace(/\/+$/, '');
 const SESSION_KEY = `filesync.session:${server}`;
 
 const state = {
@@ -53,6 +61,7 @@ const state = {
   inspectorTimer: 0,
   /** Who made each file's latest change, as live events tell it. */
   actors: new Map<string, string>(),
+  store: null as IndexedDBStore | null,
 };
 let nextUpload = 1;
 
@@ -210,7 +219,16 @@ async function signIn(token: string) {
 }
 
 function signOut() {
+  // Uploads stop, and what this browser kept of the user's spaces is deleted.
+  for (const item of state.uploads.values()) item.controller.abort();
+  state.uploads.clear();
   state.synced?.stop();
+  const store = state.store;
+  state.store = null;
+  if (store && state.session) {
+    const name = storeName(state.session.user);
+    void store.close().then(() => IndexedDBStore.delete(name));
+  }
   void state.client?.close();
   state.session = null;
   state.client = null;
@@ -311,6 +329,10 @@ function renderSpaceList() {
   );
 }
 
+function storeName(user: string) {
+  return `filesync:${server}:${user}`;
+}
+
 function openSpace(space: SpaceInfo) {
   state.synced?.stop();
   state.space = space;
@@ -319,37 +341,41 @@ function openSpace(space: SpaceInfo) {
   state.actors.clear();
   history.replaceState(null, '', `#space=${space.id}`);
   document.body.dataset.ready = 'false';
-  const user = state.session!.user;
-  state.synced = syncSpace(
-    state.client!,
-    space.id,
-    new IndexedDBStore(`filesync:${server}:${user}`),
-    {
-      onChange: (file, event) => {
-        if (event?.actor && event.fileId) state.actors.set(event.fileId, event.actor);
-        scheduleRender();
-        if (state.tab === 'inspector') void refreshInspector();
-      },
-      onReady: () => {
-        document.body.dataset.ready = 'true';
-        scheduleRender();
-      },
-      onStatus: setStatus,
-      onError: (error) => {
-        showError(error, `Live updates of ${space.name} stopped`);
-        setStatus('offline');
-      },
+  state.store ??= new IndexedDBStore(storeName(state.session!.user));
+  // Events of a space no longer open (still queued when it was left) change nothing.
+  const mine = () => state.synced === synced;
+  const synced: SyncedSpace = syncSpace(state.client!, space.id, state.store, {
+    onChange: (_file, event) => {
+      if (!mine()) return;
+      if (event?.actor && event.fileId) state.actors.set(event.fileId, event.actor);
+      scheduleRender();
     },
-  );
+    onReady: () => {
+      if (!mine()) return;
+      document.body.dataset.ready = 'true';
+      scheduleRender();
+    },
+    onStatus: (status) => {
+      if (mine()) setStatus(status);
+    },
+    onError: (error) => {
+      if (!mine()) return;
+      showError(error, `Live updates of ${space.name} stopped`);
+      setStatus('offline');
+    },
+  });
+  state.synced = synced;
   renderSpaceList();
   renderSpace();
 }
 
 function setStatus(status: LiveStatus) {
-  state.status = status;
-  banner.hidden = status !== 'offline';
-  banner.textContent =
-    status === 'offline' ? 'Offline: changes will appear once the connection is back.' : '';
+  // Once offline, the banner stays until the subscription is live again (reconnecting
+  // is not being back).
+  const offline = status === 'offline' || (status === 'connecting' && state.status === 'offline');
+  state.status = offline ? 'offline' : status;
+  banner.hidden = !offline;
+  banner.textContent = offline ? 'Offline: changes will appear once the connection is back.' : '';
   document.body.dataset.live = status;
 }
 
@@ -630,9 +656,13 @@ async function uploadOne(
   name: string,
   fileId?: string,
   baseVersion?: number,
+  to?: { client: FilesyncClient; space: SpaceInfo; user: string },
 ): Promise<void> {
   const item: Upload = {
     id: nextUpload++,
+    client: to?.client ?? state.client!,
+    space: to?.space ?? state.space!,
+    user: to?.user ?? state.session!.user,
     name,
     phase: 'waiting',
     loaded: 0,
@@ -642,8 +672,8 @@ async function uploadOne(
   state.uploads.set(item.id, item);
   renderUploads();
   try {
-    await state.client!.upload(blob, {
-      spaceId: state.space!.id,
+    const file = await item.client.upload(blob, {
+      spaceId: item.space.id,
       name,
       fileId,
       baseVersion,
@@ -656,46 +686,61 @@ async function uploadOne(
     });
     state.uploads.delete(item.id);
     renderUploads();
+    if (item.controller.signal.aborted) notice(`${file.name} was already published`);
   } catch (e) {
     state.uploads.delete(item.id);
     renderUploads();
+    if (item.client.closed) return; // Signed out meanwhile.
     if (e instanceof FilesyncError && e.code === 'ABORTED') return notice(`Cancelled ${name}`);
-    if (e instanceof FilesyncError && e.code === 'CONFLICT' && fileId) {
-      return resolveConflict(blob, name, fileId, e.currentVersion);
+    if (e instanceof FilesyncError && e.code === 'CONFLICT') {
+      return resolveConflict(blob, name, item, e.fileId ?? fileId);
     }
     showError(e, `Cannot upload ${name}`);
   }
 }
 
-async function resolveConflict(blob: Blob, name: string, fileId: string, now?: number) {
+/** A `CONFLICT`: the file (or the file that took the name) as it is now, and a choice. */
+async function resolveConflict(
+  blob: Blob,
+  name: string,
+  to: { client: FilesyncClient; space: SpaceInfo; user: string },
+  fileId?: string,
+) {
+  const now = fileId ? await to.client.file(fileId).catch(() => null) : null;
+  const where = to.space.id === state.space?.id ? '' : ` (in ${to.space.name})`;
   const choice = await ask(
     'Someone changed this file meanwhile',
     [
       h(
         'p',
         {},
-        `${name} is at version ${now ?? '?'} now, a version you have not seen. What should happen to yours?`,
+        now
+          ? `${now.name}${where} is at version ${now.version} now, by someone else. What should happen to yours?`
+          : `${name}${where} was taken by someone else meanwhile. What should happen to yours?`,
       ),
     ],
     [
       { label: 'Keep both', value: 'both', primary: true },
-      { label: `Overwrite version ${now ?? ''}`, value: 'overwrite' },
+      ...(now ? [{ label: `Overwrite version ${now.version}`, value: 'overwrite' }] : []),
       { label: 'Discard mine', value: 'discard' },
     ],
   );
   if (choice === 'both') {
-    await uploadOne(blob, conflictName(name, state.session!.user));
-  } else if (choice === 'overwrite') {
-    await uploadOne(blob, name, fileId, now);
+    await uploadOne(blob, conflictName(name, to.user), undefined, undefined, to);
+  } else if (choice === 'overwrite' && now) {
+    // On the version now current, under its name now (a rename meanwhile stays).
+    await uploadOne(blob, now.name, now.id, now.version, to);
   } else {
     notice(`Discarded your changes to ${name}`);
   }
 }
 
 const progressBars = new Map<number, { bar: HTMLProgressElement; text: HTMLElement }>();
+const cancelButtons = new Map<number, HTMLButtonElement>();
 
 function renderUploads() {
   progressBars.clear();
+  cancelButtons.clear();
   clear(
     uploadList,
     ...[...state.uploads.values()].map((item) => {
@@ -706,17 +751,20 @@ function renderUploads() {
       });
       const text = h('span', { class: 'phase' });
       progressBars.set(item.id, { bar, text });
+      const cancel = h(
+        'button',
+        { onclick: () => item.controller.abort(), 'aria-label': `Cancel upload of ${item.name}` },
+        'Cancel',
+      );
+      cancelButtons.set(item.id, cancel);
+      const elsewhere = item.space.id === state.space?.id ? '' : ` (in ${item.space.name})`;
       const li = h(
         'li',
         { 'data-upload': item.name },
-        h('span', { class: 'name' }, item.name),
+        h('span', { class: 'name' }, item.name + elsewhere),
         bar,
         text,
-        h(
-          'button',
-          { onclick: () => item.controller.abort(), 'aria-label': `Cancel upload of ${item.name}` },
-          'Cancel',
-        ),
+        cancel,
       );
       updateUpload(item);
       return li;
@@ -730,6 +778,9 @@ function updateUpload(item: Upload) {
   ui.bar.value = item.loaded;
   const pct = item.total ? Math.floor((item.loaded / item.total) * 100) : 100;
   ui.text.textContent = `${item.phase} ${pct}%`;
+  // Once committing, the upload is the server's: there is nothing left to cancel.
+  const cancel = cancelButtons.get(item.id);
+  if (cancel) cancel.disabled = item.phase === 'committing';
 }
 
 // Row actions.
@@ -975,14 +1026,22 @@ async function renderMembers() {
 // the objects in storage.
 
 const inspectorBody = h('tbody', {});
+let inspecting = false;
 
 async function refreshInspector() {
-  if (state.tab !== 'inspector' || !state.space) return;
+  // One request at a time: the next tick asks again.
+  if (state.tab !== 'inspector' || !state.space || inspecting) return;
+  const space = state.space;
+  inspecting = true;
   try {
-    state.inspector = await state.client!.inspectUploads(state.space.id, 100);
+    const uploads = await state.client!.inspectUploads(space.id, 100);
+    if (state.space !== space || state.tab !== 'inspector') return;
+    state.inspector = uploads;
   } catch (e) {
     clearInterval(state.inspectorTimer);
     return showError(e, 'Cannot inspect the uploads');
+  } finally {
+    inspecting = false;
   }
   if (!panel.contains(inspectorBody)) {
     clear(

@@ -121,6 +121,20 @@ test('two users share a space live: uploads, rename, conflict, restore, inspecto
   assert.equal(await (await aliceApi.download(notes.id)).text(), 'first draft');
   await shot(alice, '07-restored');
 
+  // Again both edit; this time the second overwrites, on the version now current.
+  await row(bob, 'notes.txt').and(bob.locator('[data-version="3"]')).waitFor();
+  await alice.getByRole('button', { name: 'Edit notes.txt' }).click();
+  await bob.getByRole('button', { name: 'Edit notes.txt' }).click();
+  await alice.locator('#editor').fill('alice again');
+  await bob.locator('#editor').fill('bob wins');
+  await alice.getByRole('button', { name: 'Save' }).click();
+  await row(bob, 'notes.txt').and(bob.locator('[data-version="4"]')).waitFor();
+  await bob.getByRole('button', { name: 'Save' }).click();
+  await bob.getByRole('button', { name: 'Overwrite version 4' }).click();
+  await row(alice, 'notes.txt').and(alice.locator('[data-version="5"]')).waitFor();
+  assert.equal(await (await aliceApi.download(notes.id)).text(), 'bob wins');
+  await shot(alice, '07b-overwritten');
+
   // The inspector: a version PENDING (begun, bytes not yet sent), then COMMITTED.
   await alice.getByRole('tab', { name: 'Inspector' }).click();
   const spaceId = notes.spaceId;
@@ -207,4 +221,53 @@ test('usable by keyboard and screen readers, and on a phone-sized screen', async
   await page.keyboard.press('Escape');
   await page.getByRole('heading', { name: /^History of/ }).waitFor({ state: 'hidden' });
   await shot(page, '13-phone');
+});
+
+test('many files dropped at once; a slow upload cancelled publishes nothing', async () => {
+  const page = await signIn('dora');
+  await page.getByLabel('New space').fill('drops');
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('heading', { name: 'drops' }).waitFor();
+  // A real drop event carrying five files.
+  const transfer = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    for (let i = 0; i < 5; i++) dt.items.add(new File([`dropped ${i}`], `drop-${i}.txt`));
+    return dt;
+  });
+  await page.locator('.dropzone').dispatchEvent('drop', { dataTransfer: transfer });
+  for (let i = 0; i < 5; i++) await row(page, `drop-${i}.txt`).waitFor();
+
+  // Slow the network so that an upload is still sending when Cancel is pressed.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: 200 * 1024,
+  });
+  await page.setInputFiles('#choose', [
+    { name: 'slow.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(3 << 20, 1) },
+  ]);
+  const progress = page.getByRole('progressbar', { name: 'Upload of slow.bin' });
+  await page.waitForFunction(() => {
+    const bar = document.querySelector('li[data-upload="slow.bin"] .phase');
+    return bar?.textContent?.startsWith('sending') && !bar.textContent.endsWith(' 0%');
+  });
+  await progress.waitFor();
+  await shot(page, '14-slow-upload');
+  await page.getByRole('button', { name: 'Cancel upload of slow.bin' }).click();
+  await page.getByText('Cancelled slow.bin').waitFor();
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: 0,
+    downloadThroughput: -1,
+    uploadThroughput: -1,
+  });
+  // Nothing published; the inspector shows the upload abandoned, its object gone.
+  assert.equal(await row(page, 'slow.bin').count(), 0);
+  await page.getByRole('tab', { name: 'Inspector' }).click();
+  await page.locator('tr[data-name="slow.bin"][data-state="ABANDONED"]').waitFor();
+  assert.equal(await page.locator('tr[data-name="slow.bin"] td').nth(3).textContent(), 'none');
+  await shot(page, '15-cancelled-in-inspector');
 });
