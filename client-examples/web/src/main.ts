@@ -95,11 +95,13 @@ function notice(text: string) {
   setTimeout(() => item.remove(), 4_000);
 }
 
-/** A modal dialog; resolves with the value of the button pressed (`null`: dismissed). */
+/** A modal dialog; resolves with the value of the button pressed (`null`: dismissed). A
+ * `required` choice has no Close and ignores Escape: closing it must not pick for you. */
 function ask(
   title: string,
   body: Node[],
   buttons: { label: string; value: string; primary?: boolean }[],
+  required = false,
 ): Promise<string | null> {
   return new Promise((resolve) => {
     const form = h(
@@ -113,12 +115,23 @@ function ask(
         ...buttons.map((b) =>
           h('button', { value: b.value, class: b.primary ? 'primary' : '' }, b.label),
         ),
-        h('button', { value: '', formnovalidate: true }, 'Close'),
+        required ? null : h('button', { value: '', formnovalidate: true }, 'Close'),
       ),
     );
     clear(dialog, form);
     dialog.returnValue = '';
-    dialog.addEventListener('close', () => resolve(dialog.returnValue || null), { once: true });
+    const escape = (e: Event) => {
+      if (required) e.preventDefault();
+    };
+    dialog.addEventListener('cancel', escape);
+    dialog.addEventListener(
+      'close',
+      () => {
+        dialog.removeEventListener('cancel', escape);
+        resolve(dialog.returnValue || null);
+      },
+      { once: true },
+    );
     dialog.showModal();
   });
 }
@@ -724,8 +737,10 @@ async function resolveConflict(
       ...(now ? [{ label: `Overwrite version ${now.version}`, value: 'overwrite' }] : []),
       { label: 'Discard mine', value: 'discard' },
     ],
+    true,
   );
-  if (choice === 'both') {
+  // Dismissed anyway (the browser lets a second Escape through): keep both, losing nothing.
+  if (choice === 'both' || choice === null) {
     await uploadOne(blob, conflictName(name, to.user), undefined, undefined, to);
   } else if (choice === 'overwrite' && now) {
     // On the version now current, under its name now (a rename meanwhile stays).
