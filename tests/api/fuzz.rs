@@ -388,8 +388,12 @@ async fn fuzzing_every_root_field_finds_no_crash_no_5xx_and_no_internal_error() 
             "call {calls}: {}",
             query.chars().take(300).collect::<String>()
         );
+        // A websocket message above the server's request limit closes the connection
+        // (close code 1009), as it should: such documents go over HTTP, which answers
+        // 413 with a code.
+        let fits_a_message = query.len() + variables.to_string().len() < 15 << 20;
         match (root, rng.random_range(0..3)) {
-            ("Subscription", _) | (_, 0) => {
+            ("Subscription", _) | (_, 0) if fits_a_message => {
                 // The websocket (both kinds of operation run there).
                 let id = format!("f{calls}");
                 ws.subscribe(&id, &query, variables).await;
