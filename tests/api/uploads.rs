@@ -107,7 +107,9 @@ async fn three_phase_upload_publishes_a_version_that_downloads() {
 
 #[tokio::test]
 async fn download_urls_are_signed_and_expire() {
-    let app = spawn_app_with(|s| s.uploads.download_ttl = Duration::from_secs(1)).await;
+    // URLs carry whole seconds, so one lives between `download_ttl` - 1 s and
+    // `download_ttl`: 3 s leaves a loaded machine time for the first GET.
+    let app = spawn_app_with(|s| s.uploads.download_ttl = Duration::from_secs(3)).await;
     let space = app.create_space("alice", "Team").await;
     let file = app.upload("alice", &space, "a.bin", b"abc").await;
     let url = file["downloadUrl"].as_str().unwrap().to_owned();
@@ -125,7 +127,7 @@ async fn download_urls_are_signed_and_expire() {
     let other_type = format!("{url}&ct=text%2Fhtml");
     assert_eq!(app.get(&other_type).await.status(), 403);
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let res = app.get(&url).await;
     assert_eq!(res.status(), 403);
     assert_eq!(http_error_code(res).await, "UPLOAD_EXPIRED");
