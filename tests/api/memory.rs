@@ -122,8 +122,12 @@ async fn huge_responses_are_refused_and_memory_stays_flat() {
         "server RSS: {before:.0} MiB before, {after_queries:.0} after the queries, \
          {after_replays:.0} with 50 stalled replays"
     );
+    // Sixteen answers of 100 versions with 8 KiB of metadata each (0.8 MB of JSON, held
+    // as GraphQL values and then as text) are built at once: about 60 MiB measured, up to
+    // 64 when the machine is busy; the bound says it stays of that order (a history
+    // built whole would be gigabytes).
     assert!(
-        after_queries - before < 64.0,
+        after_queries - before < 80.0,
         "the allowed queries took {:.0} MiB",
         after_queries - before
     );
