@@ -17,7 +17,9 @@ consumer never reuses one; `GetRecords` hands out the next), and it reads the ta
 current shard. With the lock, a reader never sees a cancelled transaction's records.
 
 And S3's DeleteObjectTagging of a key that does not exist answers 404 NoSuchKey, as S3
-does (moto fails with a 500, which the SDK retries for seconds).
+does (moto fails with a 500, which the SDK retries for seconds). And ListParts answers with
+the root element S3 uses, `ListPartsResult` (moto 5.2.5 writes `ListPartsResponse`, which
+the AWS SDK for Rust refuses to parse).
 """
 
 import copy
@@ -33,6 +35,7 @@ from moto.dynamodb.models.table import StreamShard, Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 from moto.s3.exceptions import MissingKey
 from moto.s3.models import S3Backend
+from moto.s3.responses import S3Response
 from moto.server import main
 from moto.sqs.models import SQSBackend
 
@@ -166,6 +169,23 @@ def delete_object_tagging(self, bucket_name, key_name, version_id=None):
 
 
 S3Backend.delete_object_tagging = delete_object_tagging
+
+original_list_parts = S3Response.list_parts
+
+
+def list_parts(self):
+    status, headers, body = original_list_parts(self)
+    if isinstance(body, str):
+        body = body.encode()
+    body = body.replace(b"<ListPartsResponse", b"<ListPartsResult")
+    body = body.replace(b"</ListPartsResponse>", b"</ListPartsResult>")
+    for name in list(headers):
+        if name.lower() == "content-length":
+            headers[name] = str(len(body))
+    return status, headers, body
+
+
+S3Response.list_parts = list_parts
 
 if __name__ == "__main__":
     main()

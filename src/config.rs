@@ -236,6 +236,15 @@ pub struct UploadSettings {
     /// Embedded backend: the longest one upload body may take, however it trickles.
     #[serde(with = "humantime_serde")]
     pub body_deadline: Duration,
+    /// `beginUpload` without a `method` gives a multipart ticket above this many bytes
+    /// (and a single PUT up to it).
+    pub multipart_threshold: u64,
+    /// Part URLs one `uploadPartUrls` call may ask for.
+    pub max_part_urls: usize,
+    /// How long `commitUpload` of a multipart upload waits for the server to hash the
+    /// whole content before it answers `UPLOAD_VERIFYING` (commit again later).
+    #[serde(with = "humantime_serde")]
+    pub commit_wait: Duration,
 }
 
 impl Default for UploadSettings {
@@ -250,6 +259,9 @@ impl Default for UploadSettings {
             download_ttl: Duration::from_secs(900),
             body_idle_timeout: Duration::from_secs(30),
             body_deadline: Duration::from_secs(6 * 3600),
+            multipart_threshold: 64 * 1024 * 1024,
+            max_part_urls: 100,
+            commit_wait: Duration::from_secs(20),
         }
     }
 }
@@ -374,9 +386,20 @@ impl Settings {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("FILESYNC_").split("__"));
-        figment
+        let settings: Settings = figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let max = u64::from(crate::domain::MAX_PARTS) * crate::domain::MAX_PART_SIZE;
+        anyhow::ensure!(
+            settings.uploads.max_file_size <= max,
+            "invalid configuration: uploads.max_file_size is above {max} bytes \
+             (10,000 parts of 5 GiB, S3's limit)"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&settings.uploads.max_part_urls),
+            "invalid configuration: uploads.max_part_urls must be 1 to 1000"
+        );
+        Ok(settings)
     }
 
     /// The base URL of signed blob URLs for a server bound to `addr`.

@@ -24,7 +24,10 @@ pub use media::{
 pub use name::{FileName, NameKey, SpaceName};
 pub use role::Role;
 pub use settings::{Refusal, SpaceSettings};
-pub use upload::{PendingUpload, UploadState};
+pub use upload::{
+    MAX_PART_SIZE, MAX_PARTS, MAX_SINGLE_UPLOAD, MIN_PART_SIZE, Multipart, PendingUpload,
+    UploadMethod, UploadState,
+};
 
 /// A domain value that failed validation; the message is safe to show to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

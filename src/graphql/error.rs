@@ -35,6 +35,23 @@ pub fn to_gql(e: Error) -> GqlError {
                 ext.set("fileId", id.to_string());
             }
         }),
+        Error::PartsMissing { ref missing, count } => {
+            GqlError::new(e.to_string()).extend_with(|_, ext| {
+                ext.set("code", code);
+                // The first thousand: a client sends those, then asks `uploadStatus`.
+                ext.set(
+                    "missingParts",
+                    missing.iter().take(1000).copied().collect::<Vec<u32>>(),
+                );
+                ext.set("missingPartCount", count);
+            })
+        }
+        Error::Verifying { retry_after_ms } => {
+            GqlError::new(e.to_string()).extend_with(|_, ext| {
+                ext.set("code", code);
+                ext.set("retryAfterMs", retry_after_ms);
+            })
+        }
         other => GqlError::new(other.to_string()).extend_with(|_, ext| ext.set("code", code)),
     }
 }

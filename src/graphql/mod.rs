@@ -21,6 +21,7 @@ mod subscription;
 pub use query_cache::QueryCache;
 pub mod scalars;
 pub mod types;
+pub mod upload_types;
 
 pub use mutation::Mutation;
 pub use query::Query;

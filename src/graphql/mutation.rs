@@ -6,6 +6,7 @@ use super::types::{
     BeginUploadInput, File, Role, Space, SpaceSettingsInput, UpdateFileInput, UploadTicket,
     metadata_input,
 };
+use super::upload_types::{UploadPartInput, UploadPartUrl};
 use super::{parse_id, service, viewer};
 use crate::sync::{FileUpdate, NewUpload};
 
@@ -93,7 +94,33 @@ impl Mutation {
         Ok(ticket.into())
     }
 
-    /// Phase three: verifies the bytes and publishes the version. Idempotent.
+    /// URLs for parts of a multipart upload, at most `uploads.max_part_urls` (100) at a
+    /// time: each pins its part's length and the SHA-256 given, and expires with
+    /// `uploads.url_ttl` (ask again for a fresh one). Parts may be sent in any order and
+    /// in parallel; a part sent twice counts as the last one stored.
+    async fn upload_part_urls(
+        &self,
+        ctx: &Context<'_>,
+        upload_id: ID,
+        upload_token: String,
+        parts: Vec<UploadPartInput>,
+    ) -> async_graphql::Result<Vec<UploadPartUrl>> {
+        let parts = parts
+            .into_iter()
+            .map(|p| (p.part_number, p.sha256))
+            .collect();
+        let urls = service(ctx)
+            .upload_part_urls(viewer(ctx)?, parse_id(&upload_id)?, &upload_token, parts)
+            .await
+            .gql()?;
+        Ok(urls.into_iter().map(Into::into).collect())
+    }
+
+    /// Phase three: verifies the bytes and publishes the version. Idempotent. A
+    /// multipart upload is completed from the parts the store holds
+    /// (`UPLOAD_INCOMPLETE` with `extensions.missingParts` when some are missing), then
+    /// hashed whole: `UPLOAD_VERIFYING` (with `extensions.retryAfterMs`) while that takes
+    /// longer than `uploads.commit_wait`: commit again.
     async fn commit_upload(
         &self,
         ctx: &Context<'_>,
@@ -198,5 +225,6 @@ fn new_upload(input: BeginUploadInput) -> async_graphql::Result<NewUpload> {
         content_type: input.content_type,
         base_version: input.base_version,
         metadata: metadata_input(input.metadata),
+        method: input.method.map(Into::into),
     })
 }

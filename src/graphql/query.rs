@@ -7,6 +7,7 @@ use super::error::{IntoGql, bad_input};
 use super::file_list::FileList;
 use super::scalars::Cursor;
 use super::types::{ChangePage, File, FileVersion, Space, User};
+use super::upload_types::UploadStatus;
 use super::{parse_id, service, viewer};
 
 pub struct Query;
@@ -173,6 +174,22 @@ impl Query {
             next_cursor: page.next_cursor.into(),
             has_more: page.has_more,
         })
+    }
+
+    /// An upload as it stands, for its uploader (the token): for a pending multipart
+    /// upload the parts the store holds and those still missing, so a client that
+    /// crashed or reloaded sends only what is missing.
+    async fn upload_status(
+        &self,
+        ctx: &Context<'_>,
+        upload_id: ID,
+        upload_token: String,
+    ) -> async_graphql::Result<UploadStatus> {
+        let status = service(ctx)
+            .upload_status(viewer(ctx)?, parse_id(&upload_id)?, &upload_token)
+            .await
+            .gql()?;
+        Ok(status.into())
     }
 }
 

@@ -71,6 +71,16 @@ pub enum VersionState {
     Abandoned,
 }
 
+impl From<domain::UploadState> for VersionState {
+    fn from(s: domain::UploadState) -> Self {
+        match s {
+            domain::UploadState::Pending => VersionState::Pending,
+            domain::UploadState::Committed => VersionState::Committed,
+            domain::UploadState::Abandoned => VersionState::Abandoned,
+        }
+    }
+}
+
 /// The authenticated caller.
 pub struct User {
     pub id: domain::UserId,
@@ -232,11 +242,17 @@ impl UploadRecord {
     }
 
     async fn state(&self) -> VersionState {
-        match self.upload.state {
-            domain::UploadState::Pending => VersionState::Pending,
-            domain::UploadState::Committed => VersionState::Committed,
-            domain::UploadState::Abandoned => VersionState::Abandoned,
-        }
+        self.upload.state.into()
+    }
+
+    /// How the bytes are sent.
+    async fn method(&self) -> super::upload_types::UploadMethod {
+        self.upload.method.into()
+    }
+
+    /// A multipart upload's number of parts.
+    async fn part_count(&self) -> Option<u32> {
+        self.upload.multipart.as_ref().map(|m| m.part_count)
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -482,24 +498,34 @@ pub struct UploadTicket {
     pub file_id: ID,
     /// The version this upload becomes when committed.
     pub version: u32,
+    /// Where to send the bytes; empty for a multipart upload (its parts go to the URLs
+    /// of `uploadPartUrls`).
     pub url: String,
-    /// `PUT` or `POST`.
+    /// `PUT`, or `MULTIPART`.
     pub method: String,
     /// Headers the request must carry exactly.
     pub headers: Vec<HttpField>,
     /// Form fields of a presigned POST (empty for PUT).
     pub form_fields: Vec<HttpField>,
-    /// When `url` stops working.
+    /// When `url` stops working (a multipart upload: when the upload expires).
     pub expires_at: DateTime<Utc>,
+    /// A multipart upload's part size: every part but the last has exactly this many
+    /// bytes.
+    pub part_size: Option<Size>,
+    /// A multipart upload's number of parts (1 to 10,000).
+    pub part_count: Option<u32>,
+}
+
+/// Name-value pairs as GraphQL fields.
+pub fn http_fields(v: Vec<(String, String)>) -> Vec<HttpField> {
+    v.into_iter()
+        .map(|(name, value)| HttpField { name, value })
+        .collect()
 }
 
 impl From<sync::UploadTicket> for UploadTicket {
     fn from(t: sync::UploadTicket) -> Self {
-        let fields = |v: Vec<(String, String)>| {
-            v.into_iter()
-                .map(|(name, value)| HttpField { name, value })
-                .collect()
-        };
+        let fields = http_fields;
         Self {
             upload_id: ID(t.upload_id.to_string()),
             upload_token: t.upload_token,
@@ -510,6 +536,8 @@ impl From<sync::UploadTicket> for UploadTicket {
             headers: fields(t.request.headers),
             form_fields: fields(t.request.form_fields),
             expires_at: datetime(t.expires_at),
+            part_size: t.parts.map(|(size, _)| Size(size)),
+            part_count: t.parts.map(|(_, count)| count),
         }
     }
 }
@@ -528,6 +556,9 @@ pub struct BeginUploadInput {
     pub base_version: Option<i32>,
     /// Replaces the metadata; omit to keep the current metadata.
     pub metadata: Option<Vec<MetadataEntryInput>>,
+    /// How the bytes will be sent; omit for a PUT up to the server's multipart
+    /// threshold (64 MiB unless configured) and `MULTIPART` above it.
+    pub method: Option<super::upload_types::UploadMethod>,
 }
 
 #[derive(InputObject)]

@@ -17,8 +17,9 @@ use serde_json::json;
 
 use super::AppState;
 use super::errors::error_response;
-use crate::domain::{SpaceId, UploadId, now_millis};
+use crate::domain::{Sha256, SpaceId, UploadId, now_millis};
 use crate::storage::RangeRequest;
+use crate::storage::embedded::LocalBlobStore;
 use crate::storage::url_signing::{SignatureError, SignedQuery};
 use crate::sync::Error;
 
@@ -65,6 +66,53 @@ pub(super) async fn put_blob(
             // stays pending: `commitUpload` reports the same error until it is resolved.
             Err(e) => e.into_response(),
         },
+    }
+}
+
+/// One part of a multipart upload, at a URL that pins its length and SHA-256.
+pub(super) async fn put_part(
+    State(state): State<AppState>,
+    Path((space, upload, number)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    body: Body,
+) -> Response {
+    let (Some((_, upload_id)), Ok(number)) = (parse_key(&space, &upload), number.parse::<u32>())
+    else {
+        return Error::NotFound("upload").into_response();
+    };
+    let path = LocalBlobStore::part_url_path(&format!("{space}/{upload}"), number);
+    let signed = SignedQuery::parse(query.as_deref());
+    let pinned = signed.as_ref().and_then(|q| {
+        let sha256 = Sha256::parse(q.sha256.as_deref()?).ok()?;
+        Some((q.size?, sha256))
+    });
+    let signed_part = pinned.map_or(String::new(), |(size, sha256)| {
+        LocalBlobStore::part_signed(size, &sha256)
+    });
+    if let Some(refusal) = refuse_unsigned(&state, "PUT", &path, signed.as_ref(), &signed_part) {
+        return refusal;
+    }
+    let Some((size, sha256)) = pinned else {
+        return Error::forbidden("the URL's signature is invalid").into_response();
+    };
+    let limits = state.service.limits();
+    let body = timed(
+        body.into_data_stream().map_err(std::io::Error::other),
+        limits.body_idle_timeout,
+        limits.body_deadline,
+    );
+    match state
+        .service
+        .receive_part(upload_id, number, size, sha256, body)
+        .await
+    {
+        Ok(part) => Json(json!({
+            "partNumber": part.number,
+            "size": part.size,
+            "sha256": part.sha256.map(|h| h.to_hex()),
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

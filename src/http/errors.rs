@@ -13,9 +13,11 @@ fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
-        Error::BadInput(_) | Error::UploadIncomplete(_) | Error::ChecksumMismatch => {
-            StatusCode::BAD_REQUEST
-        }
+        Error::BadInput(_)
+        | Error::UploadIncomplete(_)
+        | Error::PartsMissing { .. }
+        | Error::ChecksumMismatch => StatusCode::BAD_REQUEST,
+        Error::Verifying { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::UploadExpired(_) | Error::CursorExpired => StatusCode::GONE,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

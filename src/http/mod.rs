@@ -117,6 +117,7 @@ pub fn router(
             "/blob/{space}/{upload}",
             put(blob::put_blob).get(blob::get_blob),
         )
+        .route("/blob/{space}/{upload}/part/{number}", put(blob::put_part))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render));

@@ -43,6 +43,12 @@ pub enum BlobError {
     /// client's; nothing partial is left behind.
     #[error("the store is full")]
     StorageFull,
+    /// A part's bytes do not match the SHA-256 its URL pins: the part is not stored.
+    #[error("the bytes do not match the pinned sha256")]
+    ChecksumMismatch,
+    /// The multipart upload is completed or aborted: it takes no more parts.
+    #[error("no such multipart upload")]
+    NoSuchUpload,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

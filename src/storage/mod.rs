@@ -270,6 +270,31 @@ pub struct PutTarget<'a> {
     pub expires_at: Millis,
 }
 
+/// What a presigned part URL is for: part `number` of a multipart upload, at `offset` in
+/// the object, with its pinned length and checksum.
+#[derive(Debug, Clone)]
+pub struct PartTarget<'a> {
+    pub key: &'a str,
+    /// The store's id of the multipart upload.
+    pub multipart_id: &'a str,
+    pub number: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub expires_at: Millis,
+}
+
+/// A part of a multipart upload, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    pub number: u32,
+    pub size: u64,
+    /// The part's SHA-256, where the store says (S3 does for uploads begun with it).
+    pub sha256: Option<Sha256>,
+    /// S3's ETag of the part, which completing the upload names.
+    pub etag: Option<String>,
+}
+
 /// A byte range of an object, both ends inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
@@ -336,6 +361,49 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Idempotent; `false` when there is no such object.
     async fn mark_committed(&self, key: &str) -> Result<bool, BlobError>;
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
+
+    /// Starts a multipart upload of an object of `size` bytes under `key` (pending, like
+    /// a presigned PUT's object, until committed); returns the store's id for it.
+    async fn create_multipart(
+        &self,
+        key: &str,
+        size: u64,
+        content_type: Option<&str>,
+    ) -> Result<String, BlobError>;
+    /// A URL through which the client sends one part, its length and SHA-256 pinned: the
+    /// store refuses other bytes.
+    async fn presign_part(&self, target: PartTarget<'_>) -> Result<PresignedRequest, BlobError>;
+    /// Stores a part sent through this server (the embedded blob endpoint): the bytes are
+    /// durable and their digest checked ([`BlobError::ChecksumMismatch`]) before the part
+    /// counts. A part sent again replaces the earlier one; one that fails leaves the part
+    /// missing. [`BlobError::NoSuchUpload`] once the upload is completed or aborted.
+    async fn put_part(
+        &self,
+        target: PartTarget<'_>,
+        body: ByteStream,
+    ) -> Result<StoredPart, BlobError>;
+    /// The parts stored so far, by part number; `None` when the store has no such
+    /// multipart upload (completed or aborted).
+    async fn list_parts(
+        &self,
+        key: &str,
+        multipart_id: &str,
+    ) -> Result<Option<Vec<StoredPart>>, BlobError>;
+    /// Makes the object of `parts` (as [`Self::list_parts`] gave them) appear under `key`,
+    /// whole or not at all. Idempotent: done already is fine; gone without an object is
+    /// [`BlobError::NoSuchUpload`].
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), BlobError>;
+    /// Removes a multipart upload and every part of it; an unknown one is fine.
+    async fn abort_multipart(&self, key: &str, multipart_id: &str) -> Result<(), BlobError>;
+    /// The object's size and the SHA-256 of its whole content, read and hashed (streamed,
+    /// in bounded memory) where the store does not hold that digest: S3 keeps only a
+    /// checksum of part checksums for a multipart object.
+    async fn digest(&self, key: &str) -> Result<Option<BlobInfo>, BlobError>;
 }
 
 /// The source of notices (embedded: the writer's commit log; AWS: DynamoDB Streams).

@@ -10,12 +10,15 @@ use crate::domain::Millis;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The signature a signed URL carries in its query: `expires` (Unix seconds), `sig`
-/// (hex) and, for downloads, the content type `ct` it is served with.
+/// (hex) and, for downloads, the content type `ct` it is served with; for a part, the
+/// part's `size` and `sha256` (hex) it pins.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct SignedQuery {
     pub expires: i64,
     pub sig: String,
     pub ct: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
 }
 
 impl SignedQuery {

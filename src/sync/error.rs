@@ -19,6 +19,12 @@ pub enum Error {
     },
     #[error("{0}")]
     UploadIncomplete(String),
+    /// A multipart upload's commit found parts missing (or of the wrong size).
+    #[error("{count} of the upload's parts are missing; send them, then commit again")]
+    PartsMissing { missing: Vec<u32>, count: usize },
+    /// The server is still hashing a multipart upload's whole content.
+    #[error("the upload's content is being verified; commit again in a moment")]
+    Verifying { retry_after_ms: u64 },
     #[error("the uploaded bytes do not match the declared sha256")]
     ChecksumMismatch,
     #[error("{0}")]
@@ -68,7 +74,8 @@ impl Error {
             Error::Forbidden(_) => "FORBIDDEN",
             Error::BadInput(_) => "BAD_INPUT",
             Error::Conflict { .. } => "CONFLICT",
-            Error::UploadIncomplete(_) => "UPLOAD_INCOMPLETE",
+            Error::UploadIncomplete(_) | Error::PartsMissing { .. } => "UPLOAD_INCOMPLETE",
+            Error::Verifying { .. } => "UPLOAD_VERIFYING",
             Error::ChecksumMismatch => "CHECKSUM_MISMATCH",
             Error::UploadExpired(_) => "UPLOAD_EXPIRED",
             Error::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
@@ -124,6 +131,10 @@ impl From<BlobError> for Error {
                 "the upload body was interrupted ({why}); nothing was stored"
             )),
             BlobError::StorageFull => Error::StorageFull,
+            BlobError::ChecksumMismatch => Error::ChecksumMismatch,
+            BlobError::NoSuchUpload => Error::UploadExpired(
+                "the upload takes no more parts: it is committed, cancelled or expired".into(),
+            ),
             BlobError::Other(e) => Error::Internal(e),
         }
     }

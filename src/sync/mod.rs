@@ -14,6 +14,7 @@ mod error;
 mod live;
 mod locks;
 mod modify;
+mod multipart;
 mod read;
 mod spaces;
 mod storage_events;
@@ -25,6 +26,7 @@ mod upload;
 pub use error::Error;
 pub use live::{HubStats, LiveEvent, LiveStream, SharedChange, lock};
 pub use modify::FileUpdate;
+pub use multipart::{PartUrl, UploadStatus};
 pub use read::{ChangePage, FilePage};
 pub use upload::{NewUpload, ReceivedUpload, UploadTicket};
 
@@ -50,6 +52,9 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// The longest one upload body may take.
     pub body_deadline: Duration,
+    pub multipart_threshold: u64,
+    pub max_part_urls: usize,
+    pub commit_wait: Duration,
 }
 
 impl Limits {
@@ -67,6 +72,9 @@ impl Limits {
             replays_per_user: settings.subscriptions.replays_per_user,
             body_idle_timeout: settings.uploads.body_idle_timeout,
             body_deadline: settings.uploads.body_deadline,
+            multipart_threshold: settings.uploads.multipart_threshold,
+            max_part_urls: settings.uploads.max_part_urls,
+            commit_wait: settings.uploads.commit_wait,
         }
     }
 }
@@ -81,6 +89,7 @@ struct Inner {
     store: Storage,
     limits: Limits,
     upload_locks: locks::UploadLocks,
+    verifications: multipart::Verifications,
     hub: live::Hub,
     replays: live::ReplayPermits,
 }
@@ -94,6 +103,7 @@ impl SyncService {
                 replays: live::ReplayPermits::new(limits.replays_per_user),
                 limits,
                 upload_locks: locks::UploadLocks::default(),
+                verifications: multipart::Verifications::default(),
                 hub,
             }),
         }

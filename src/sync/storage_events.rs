@@ -67,6 +67,14 @@ impl SyncService {
             tracing::info!(key, "storage event for an object that is not an upload");
             return Ok(());
         };
+        // A multipart object appears only when a commit completes it, and that commit
+        // verifies and publishes it (or answers UPLOAD_VERIFYING and is asked again):
+        // its event would only hash the object a second time.
+        if let Ok(upload) = self.pending(id).await
+            && upload.method == crate::domain::UploadMethod::Multipart
+        {
+            return Ok(());
+        }
         let _guard = self.inner.upload_locks.lock(id).await;
         match self.commit_locked(id).await {
             Ok(file) => {

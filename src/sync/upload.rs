@@ -9,8 +9,9 @@ use sha2::Digest;
 
 use super::{Error, Result, SyncService, millis, now};
 use crate::domain::{
-    ChangeKind, Content, FileId, FileName, FileRecord, Metadata, MetadataEntry, Millis,
-    PendingUpload, Sha256, Size, SpaceId, UploadId, UploadState, UserId,
+    ChangeKind, Content, FileId, FileName, FileRecord, MAX_SINGLE_UPLOAD, Metadata, MetadataEntry,
+    Millis, Multipart, PendingUpload, Sha256, Size, SpaceId, UploadId, UploadMethod, UploadState,
+    UserId,
 };
 use crate::storage::{ByteStream, PresignedRequest, Publish, PutTarget, StoreError};
 
@@ -25,6 +26,9 @@ pub struct NewUpload {
     pub content_type: Option<String>,
     pub base_version: Option<i32>,
     pub metadata: Option<Vec<MetadataEntry>>,
+    /// How the client will send the bytes; `None`: a PUT, or multipart above the
+    /// threshold.
+    pub method: Option<UploadMethod>,
 }
 
 /// What the client needs to send the bytes and commit them.
@@ -36,6 +40,9 @@ pub struct UploadTicket {
     pub version: u32,
     pub request: PresignedRequest,
     pub expires_at: Millis,
+    /// A multipart upload's part size and count (its part URLs come from
+    /// `uploadPartUrls`; `request` is then empty).
+    pub parts: Option<(u64, u32)>,
 }
 
 /// The outcome of bytes received by the embedded blob endpoint.
@@ -48,7 +55,21 @@ pub struct ReceivedUpload {
 
 impl SyncService {
     pub async fn begin_upload(&self, user: &UserId, input: NewUpload) -> Result<UploadTicket> {
-        let (upload, token) = self.prepare_upload(user, input).await?;
+        let method = match input.method {
+            Some(method) => method,
+            None if input.size > self.inner.limits.multipart_threshold => UploadMethod::Multipart,
+            None => UploadMethod::Put,
+        };
+        let (mut upload, token) = self.prepare_upload(user, input).await?;
+        upload.method = method;
+        if method == UploadMethod::Multipart {
+            return self.begin_multipart(upload, token).await;
+        }
+        if upload.size > MAX_SINGLE_UPLOAD {
+            return Err(Error::PayloadTooLarge(format!(
+                "one PUT stores at most {MAX_SINGLE_UPLOAD} bytes; use method MULTIPART"
+            )));
+        }
         // Signed URLs carry whole seconds; the ticket says exactly when the URL stops working.
         let url_expires =
             (now() + millis(self.inner.limits.url_ttl)).min(upload.expires_at) / 1000 * 1000;
@@ -73,6 +94,46 @@ impl SyncService {
             version: upload.target_version(),
             request,
             expires_at: url_expires,
+            parts: None,
+        })
+    }
+
+    /// A multipart ticket: the store's multipart upload exists before the pending upload
+    /// names it (an orphan left by a crash in between is removed by the bucket's
+    /// lifecycle rule, or at the embedded backend's start).
+    async fn begin_multipart(
+        &self,
+        mut upload: PendingUpload,
+        token: String,
+    ) -> Result<UploadTicket> {
+        let (part_size, part_count) = Multipart::plan(upload.size)?;
+        let blobs = &self.inner.store.blobs;
+        let store_id = blobs
+            .create_multipart(&upload.blob_key, upload.size, Some(pinned_type(&upload)))
+            .await?;
+        upload.multipart = Some(Multipart {
+            part_size,
+            part_count,
+            store_id: store_id.clone(),
+        });
+        if let Err(e) = self.inner.store.meta.create_upload(upload.clone()).await {
+            let _ = blobs.abort_multipart(&upload.blob_key, &store_id).await;
+            return Err(e.into());
+        }
+        tracing::info!(upload = %upload.id, file = %upload.file_id, size = upload.size, part_count, "multipart upload begun");
+        Ok(UploadTicket {
+            upload_id: upload.id,
+            upload_token: token,
+            file_id: upload.file_id,
+            version: upload.target_version(),
+            request: PresignedRequest {
+                url: String::new(),
+                method: "MULTIPART",
+                headers: Vec::new(),
+                form_fields: Vec::new(),
+            },
+            expires_at: upload.expires_at,
+            parts: Some((part_size, part_count)),
         })
     }
 
@@ -114,6 +175,11 @@ impl SyncService {
             return Err(already_committed());
         }
         refuse_if_abandoned(&upload)?;
+        if upload.method == UploadMethod::Multipart {
+            return Err(Error::bad_input(
+                "this is a multipart upload: send its parts to the URLs of uploadPartUrls",
+            ));
+        }
         // The type is pinned, as in an S3 presigned PUT: the one declared, or the default.
         let pinned = pinned_type(&upload);
         if content_type.as_deref() != Some(pinned) {
@@ -156,7 +222,11 @@ impl SyncService {
 
     /// Whether `user` may still use an upload's token: within the upload's life, and as a
     /// member of its space (a writer, unless the upload is committed already).
-    async fn check_token_holder(&self, user: &UserId, upload: &PendingUpload) -> Result<()> {
+    pub(super) async fn check_token_holder(
+        &self,
+        user: &UserId,
+        upload: &PendingUpload,
+    ) -> Result<()> {
         if now() >= upload.expires_at {
             return Err(Error::UploadExpired(
                 "the upload and its token have expired".into(),
@@ -248,7 +318,22 @@ impl SyncService {
     /// (`purge_at`), the upload leaves the sweeper's list; until then, or when the
     /// delete fails, the sweeper deletes it (again) later. `true` when the content is
     /// gone for good.
-    async fn purge(&self, upload: &PendingUpload, purge_at: Millis) -> bool {
+    pub(super) async fn purge(&self, upload: &PendingUpload, purge_at: Millis) -> bool {
+        self.inner.verifications.forget(upload.id);
+        if let Some(m) = &upload.multipart {
+            // Again at the purge: S3 may still store a part that was in flight when the
+            // upload was aborted.
+            if let Err(e) = self
+                .inner
+                .store
+                .blobs
+                .abort_multipart(&upload.blob_key, &m.store_id)
+                .await
+            {
+                tracing::warn!(upload = %upload.id, error = ?e, "cannot abort an abandoned multipart upload; the sweeper retries");
+                return false;
+            }
+        }
         if let Err(e) = self.inner.store.blobs.delete(&upload.blob_key).await {
             tracing::warn!(upload = %upload.id, error = ?e, "cannot delete an abandoned upload's content; the sweeper retries");
             return false;
@@ -269,7 +354,7 @@ impl SyncService {
     /// through it after a cancel stores bytes that must be removed again), plus as long
     /// again for a transfer that began just before (S3 checks a presigned URL when the
     /// request starts, not when it ends).
-    fn last_write_at(&self, upload: &PendingUpload) -> Millis {
+    pub(super) fn last_write_at(&self, upload: &PendingUpload) -> Millis {
         let url_ttl = millis(self.inner.limits.url_ttl);
         (upload.created_at + url_ttl).min(upload.expires_at) + url_ttl
     }
@@ -380,6 +465,8 @@ impl SyncService {
             expires_at: created_at + millis(self.inner.limits.pending_ttl),
             state: UploadState::Pending,
             committed_version: None,
+            method: UploadMethod::Put,
+            multipart: None,
         };
         Ok((upload, token))
     }
@@ -414,18 +501,25 @@ impl SyncService {
         self.require_writer(&upload.author, upload.space_id).await?;
 
         let blobs = &self.inner.store.blobs;
-        let info = blobs
-            .head(&upload.blob_key)
-            .await?
-            .ok_or_else(|| Error::UploadIncomplete("no bytes have been uploaded yet".into()))?;
-        if info.size != upload.size {
-            return Err(Error::UploadIncomplete(format!(
-                "the stored object has {} bytes; {} were declared",
-                info.size, upload.size
-            )));
-        }
-        if info.sha256 != Some(upload.sha256) {
-            return Err(Error::ChecksumMismatch);
+        if upload.method == UploadMethod::Multipart {
+            let info = self.verify_multipart(&upload).await?;
+            if info.size != upload.size || info.sha256 != Some(upload.sha256) {
+                return Err(self.refuse_content(&upload).await);
+            }
+        } else {
+            let info = blobs
+                .head(&upload.blob_key)
+                .await?
+                .ok_or_else(|| Error::UploadIncomplete("no bytes have been uploaded yet".into()))?;
+            if info.size != upload.size {
+                return Err(Error::UploadIncomplete(format!(
+                    "the stored object has {} bytes; {} were declared",
+                    info.size, upload.size
+                )));
+            }
+            if info.sha256 != Some(upload.sha256) {
+                return Err(Error::ChecksumMismatch);
+            }
         }
         // Again on the stored bytes (their size; their type is pinned to the declared one)
         // and the space's settings as they are now: an owner may have tightened them
@@ -435,7 +529,7 @@ impl SyncService {
                 upload.space_id,
                 &upload.name,
                 upload.content_type.as_deref(),
-                info.size,
+                upload.size,
             )
             .await?;
         // Unmark first: if publishing then fails, the upload stays pending and the sweeper
@@ -505,7 +599,7 @@ impl SyncService {
         Ok(super::file_at_version(&file, &version))
     }
 
-    async fn pending(&self, id: UploadId) -> Result<PendingUpload> {
+    pub(super) async fn pending(&self, id: UploadId) -> Result<PendingUpload> {
         self.inner
             .store
             .meta
@@ -528,7 +622,7 @@ fn already_committed() -> Error {
 }
 
 /// `UPLOAD_EXPIRED` for an upload that was abandoned or is past its expiry.
-fn refuse_if_abandoned(upload: &PendingUpload) -> Result<()> {
+pub(super) fn refuse_if_abandoned(upload: &PendingUpload) -> Result<()> {
     match upload.state {
         UploadState::Abandoned => Err(Error::UploadExpired(
             "the upload was cancelled or has expired".into(),
@@ -541,7 +635,7 @@ fn refuse_if_abandoned(upload: &PendingUpload) -> Result<()> {
 }
 
 /// Refuses a token other than the one the upload was begun with.
-fn check_token(upload: &PendingUpload, token: &str) -> Result<()> {
+pub(super) fn check_token(upload: &PendingUpload, token: &str) -> Result<()> {
     // Comparing digests rather than tokens keeps the comparison's timing independent of
     // how much of the secret a guess got right.
     if token_hash(token) != upload.token_hash {

@@ -170,6 +170,25 @@ impl TestApp {
         }
     }
 
+    /// How many multipart uploads the store holds for a space: folders under
+    /// `multipart/` on the embedded backend (for any space), `ListMultipartUploads` on AWS.
+    pub async fn multipart_uploads_left(&self, space: &str) -> usize {
+        match self.s3().await {
+            None => std::fs::read_dir(self.data_dir.path().join("multipart"))
+                .map(|dir| dir.count())
+                .unwrap_or(0),
+            Some((s3, bucket)) => s3
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(format!("{space}/"))
+                .send()
+                .await
+                .expect("ListMultipartUploads")
+                .uploads()
+                .len(),
+        }
+    }
+
     /// Stores bytes for a pending upload that its commit will refuse (they do not match
     /// the declared checksum): through the upload URL on the embedded backend; straight
     /// into the bucket, without a checksum, on AWS (moto would take wrong bytes with the

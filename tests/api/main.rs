@@ -21,6 +21,7 @@ mod live;
 mod memory;
 mod model;
 mod modify;
+mod multipart;
 mod names;
 mod ops;
 mod process;

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use filesync::domain::{
-    ChangeKind, Content, FileId, FileName, Metadata, MetadataEntry, PendingUpload, Role, Sha256,
-    SpaceId, SpaceName, UploadId, UploadState, UserId,
+    ChangeKind, Content, FileId, FileName, Metadata, MetadataEntry, Multipart, PendingUpload, Role,
+    Sha256, SpaceId, SpaceName, UploadId, UploadMethod, UploadState, UserId,
 };
 use filesync::storage::{MetadataStore, Publish, StoreError};
 
@@ -76,6 +76,8 @@ fn pending(space: SpaceId, name: &str, expires_at: i64) -> PendingUpload {
         expires_at,
         state: UploadState::Pending,
         committed_version: None,
+        method: UploadMethod::Put,
+        multipart: None,
     }
 }
 
@@ -417,6 +419,24 @@ async fn an_upload_is_published_once_or_abandoned() {
     meta.create_upload(upload.clone()).await.unwrap();
     assert_eq!(meta.upload(upload.id).await.unwrap(), Some(upload.clone()));
     assert!(meta.upload(UploadId::new()).await.unwrap().is_none());
+    // A multipart upload keeps its plan and the object store's id for it, through an
+    // abandon too.
+    let mut parts = pending(space, "big.bin", 5_000);
+    parts.size = 20 << 30;
+    parts.method = UploadMethod::Multipart;
+    parts.multipart = Some(Multipart {
+        part_size: 8 << 20,
+        part_count: 2_560,
+        store_id: "store-id.with~odd_chars".into(),
+    });
+    meta.create_upload(parts.clone()).await.unwrap();
+    assert_eq!(meta.upload(parts.id).await.unwrap(), Some(parts.clone()));
+    assert!(meta.abandon_upload(parts.id, 5_500).await.unwrap());
+    let abandoned = meta.upload(parts.id).await.unwrap().unwrap();
+    assert_eq!(
+        (abandoned.method, abandoned.multipart),
+        (UploadMethod::Multipart, parts.multipart)
+    );
 
     let mut publish = change(space, upload.file_id, None, "u.txt", 1);
     publish.upload = Some(upload.id);

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
@@ -15,8 +15,8 @@ use sha2::Digest;
 
 use crate::domain::{DEFAULT_CONTENT_TYPE, Millis, Sha256, now_millis, served_as_attachment};
 use crate::storage::{
-    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget,
-    RangeRequest, RequestCounter,
+    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PartTarget, PresignedRequest, PutTarget,
+    RangeRequest, RequestCounter, StoredPart,
 };
 
 /// The tag an object carries from its upload until its version is committed; the bucket's
@@ -41,6 +41,33 @@ impl S3Blobs {
 
 fn s3_error(e: impl std::error::Error + Send + Sync + 'static) -> BlobError {
     BlobError::Other(anyhow::Error::new(e).context("S3 request failed"))
+}
+
+/// The parts of one `ListParts` page (S3's maximum).
+const PARTS_PER_PAGE: i32 = 1000;
+
+/// Whether an S3 error says the multipart upload does not exist (completed or aborted).
+fn no_such_upload<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .is_some_and(|e| e.code() == Some("NoSuchUpload"))
+}
+
+/// The request the SDK presigned, as the client must send it.
+fn presigned(request: aws_sdk_s3::presigning::PresignedRequest) -> PresignedRequest {
+    PresignedRequest {
+        url: request.uri().to_owned(),
+        method: "PUT",
+        headers: request
+            .headers()
+            // The client's HTTP library sets these itself.
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+        form_fields: Vec::new(),
+    }
 }
 
 /// A presigned URL lives from now until `expires_at` (at least one second).
@@ -75,17 +102,7 @@ impl BlobStore for S3Blobs {
             .presigned(presigning(target.expires_at)?)
             .await
             .map_err(s3_error)?;
-        Ok(PresignedRequest {
-            url: request.uri().to_owned(),
-            method: "PUT",
-            headers: request
-                .headers()
-                // The client's HTTP library sets these itself.
-                .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
-            form_fields: Vec::new(),
-        })
+        Ok(presigned(request))
     }
 
     async fn presign_get(
@@ -245,5 +262,198 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(s3_error)?;
         Ok(())
+    }
+
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _size: u64,
+        content_type: Option<&str>,
+    ) -> Result<String, BlobError> {
+        self.requests.s3("CreateMultipartUpload");
+        // Every part carries its SHA-256 (S3 checks it, and keeps a checksum of the
+        // part checksums); the object is tagged pending from the start, like a PUT's.
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type.unwrap_or(DEFAULT_CONTENT_TYPE))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .tagging(PENDING_TAG)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        out.upload_id
+            .ok_or_else(|| BlobError::Other(anyhow::anyhow!("S3 gave no multipart upload id")))
+    }
+
+    async fn presign_part(&self, target: PartTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        let size = i64::try_from(target.size).map_err(|_| BlobError::TooLarge)?;
+        let number = i32::try_from(target.number).map_err(|_| BlobError::TooLarge)?;
+        // Length and checksum are signed headers: S3 refuses other bytes (`BadDigest`).
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(target.key)
+            .upload_id(target.multipart_id)
+            .part_number(number)
+            .content_length(size)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(target.sha256.to_base64())
+            .presigned(presigning(target.expires_at)?)
+            .await
+            .map_err(s3_error)?;
+        Ok(presigned(request))
+    }
+
+    async fn put_part(
+        &self,
+        _target: PartTarget<'_>,
+        _body: ByteStream,
+    ) -> Result<StoredPart, BlobError> {
+        // Parts go from the client straight to S3 through their presigned URLs.
+        Err(BlobError::Other(anyhow::anyhow!(
+            "parts of an S3 upload are sent to S3, not through the server"
+        )))
+    }
+
+    async fn list_parts(
+        &self,
+        key: &str,
+        multipart_id: &str,
+    ) -> Result<Option<Vec<StoredPart>>, BlobError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.requests.s3("ListParts");
+            let out = match self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(multipart_id)
+                .max_parts(PARTS_PER_PAGE)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if no_such_upload(&e) => return Ok(None),
+                Err(e) => return Err(s3_error(e)),
+            };
+            for part in out.parts() {
+                let (Some(number), Some(size)) = (part.part_number(), part.size()) else {
+                    continue;
+                };
+                parts.push(StoredPart {
+                    number: u32::try_from(number).unwrap_or(0),
+                    size: u64::try_from(size).unwrap_or(0),
+                    sha256: part
+                        .checksum_sha256()
+                        .and_then(|b64| STANDARD.decode(b64).ok())
+                        .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+                        .map(Sha256),
+                    etag: part.e_tag().map(str::to_owned),
+                });
+            }
+            match out.next_part_number_marker() {
+                Some(next)
+                    if out.is_truncated() == Some(true) && marker.as_deref() != Some(next) =>
+                {
+                    marker = Some(next.to_owned());
+                }
+                _ => break,
+            }
+        }
+        // Not every S3 implementation lists in order.
+        parts.sort_by_key(|p| p.number);
+        parts.dedup_by_key(|p| p.number);
+        Ok(Some(parts))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), BlobError> {
+        let completed = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(i32::try_from(p.number).unwrap_or(i32::MAX))
+                    .set_e_tag(p.etag.clone())
+                    .set_checksum_sha256(p.sha256.map(|s| s.to_base64()))
+                    .build()
+            })
+            .collect();
+        self.requests.s3("CompleteMultipartUpload");
+        match self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(multipart_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Completed before (a repeated commit whose first answer was lost): the
+            // object is there (its key belongs to this upload alone). S3 answers
+            // NoSuchUpload then; other implementations answer otherwise (s3s-fs:
+            // AccessDenied).
+            Err(e) => match self.head(key).await? {
+                Some(_) => Ok(()),
+                None if no_such_upload(&e) => Err(BlobError::NoSuchUpload),
+                None => Err(s3_error(e)),
+            },
+        }
+    }
+
+    async fn abort_multipart(&self, key: &str, multipart_id: &str) -> Result<(), BlobError> {
+        self.requests.s3("AbortMultipartUpload");
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(multipart_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if no_such_upload(&e) => Ok(()),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn digest(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        // S3 holds no SHA-256 of a multipart object's whole content (only a checksum of
+        // its parts' checksums): read it and hash it, in 64 KiB chunks.
+        let Some(read) = self.get(key, None).await? else {
+            return Ok(None);
+        };
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut stream = read.stream;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| BlobError::Other(anyhow::Error::new(e).context("reading from S3")))?
+        {
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok(Some(BlobInfo {
+            size,
+            sha256: Some(Sha256(hasher.finalize().into())),
+        }))
     }
 }

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::domain::{
-    Change, Content, FileId, FileName, FileRecord, Metadata, Millis, PendingUpload, Role, Sha256,
-    SpaceId, SpaceName, UploadId, UploadState, UserId, VersionRecord,
+    Change, Content, FileId, FileName, FileRecord, Invalid, Metadata, Millis, Multipart,
+    PendingUpload, Role, Sha256, SpaceId, SpaceName, UploadId, UploadMethod, UploadState, UserId,
+    VersionRecord,
 };
 use crate::storage::{Space, StoreError};
 
@@ -361,6 +362,12 @@ pub fn upload_item(u: &PendingUpload) -> Attrs {
     if let Some(v) = u.committed_version {
         attrs.insert("committed_version".into(), n(v));
     }
+    attrs.insert("method".into(), s(u.method.as_str()));
+    if let Some(m) = &u.multipart {
+        attrs.insert("part_size".into(), n(m.part_size));
+        attrs.insert("part_count".into(), n(m.part_count));
+        attrs.insert("multipart_id".into(), s(&m.store_id));
+    }
     if u.state == UploadState::Pending {
         attrs.insert("pending_shard".into(), s(pending_shard(u.id)));
         attrs.insert("pending_expiry".into(), n(u.expires_at));
@@ -410,5 +417,18 @@ pub fn upload_from(attrs: &Attrs) -> Result<PendingUpload, StoreError> {
         expires_at: item.num("expires_at")?,
         state: item.parse::<UploadState>("state")?,
         committed_version: item.opt_num("committed_version")?,
+        // Items written before multipart uploads existed are PUT uploads.
+        method: match item.opt_str("method")? {
+            Some(m) => m.parse().map_err(|e: Invalid| corrupt(e.0))?,
+            None => UploadMethod::Put,
+        },
+        multipart: match item.opt_str("multipart_id")? {
+            Some(store_id) => Some(Multipart {
+                part_size: item.num("part_size")?,
+                part_count: item.num("part_count")?,
+                store_id: store_id.to_owned(),
+            }),
+            None => None,
+        },
     })
 }

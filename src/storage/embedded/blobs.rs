@@ -15,10 +15,12 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::multipart::Multiparts;
 use crate::domain::{Millis, Sha256};
 use crate::storage::url_signing::UrlSigner;
 use crate::storage::{
-    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PresignedRequest, PutTarget, RangeRequest,
+    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PartTarget, PresignedRequest, PutTarget,
+    RangeRequest, StoredPart,
 };
 
 /// Bytes per read when streaming a blob out: each read of a tokio file is a hop to a
@@ -29,15 +31,16 @@ const READ_CHUNK: usize = 256 * 1024;
 pub struct LocalBlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
+    multipart: Multiparts,
     public_url: String,
     signer: UrlSigner,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Sidecar {
-    inode: u64,
-    size: u64,
-    sha256: String,
+pub(super) struct Sidecar {
+    pub(super) inode: u64,
+    pub(super) size: u64,
+    pub(super) sha256: String,
 }
 
 impl LocalBlobStore {
@@ -48,9 +51,13 @@ impl LocalBlobStore {
         // Leftovers of interrupted uploads are garbage: no object was ever published there.
         let _ = std::fs::remove_dir_all(&tmp);
         super::private_dir(&tmp).context("cannot create temp folder")?;
+        // Multipart uploads outlive a restart (their parts are durable); orphans are
+        // removed by `embedded::open`, which knows the uploads.
+        let multipart = Multiparts::open(data_dir)?;
         Ok(Self {
             blobs,
             tmp,
+            multipart,
             public_url,
             signer,
         })
@@ -92,7 +99,7 @@ impl LocalBlobStore {
         sync_dir(&self.blobs).await
     }
 
-    fn sidecar_of(path: &Path) -> PathBuf {
+    pub(super) fn sidecar_of(path: &Path) -> PathBuf {
         let mut name = path.as_os_str().to_owned();
         name.push(".sha256");
         PathBuf::from(name)
@@ -101,6 +108,22 @@ impl LocalBlobStore {
     /// Path part of the signed URL of an object.
     pub fn url_path(key: &str) -> String {
         format!("/blob/{key}")
+    }
+
+    /// Path part of the signed URL of a part.
+    pub fn part_url_path(key: &str, number: u32) -> String {
+        format!("/blob/{key}/part/{number}")
+    }
+
+    /// What the signature of a part URL binds beside method, path and expiry: the part's
+    /// length and SHA-256 (so the URL pins them, as S3's presigned `UploadPart` does).
+    pub fn part_signed(size: u64, sha256: &Sha256) -> String {
+        format!("{size}:{}", sha256.to_hex())
+    }
+
+    /// Removes multipart uploads on disk that are not among `keep` (at start-up).
+    pub(super) async fn remove_multipart_orphans(&self, keep: &std::collections::HashSet<String>) {
+        self.multipart.remove_all_but(keep).await;
     }
 }
 
@@ -298,9 +321,88 @@ impl BlobStore for LocalBlobStore {
         }
         Ok(())
     }
+
+    async fn create_multipart(
+        &self,
+        _key: &str,
+        size: u64,
+        _content_type: Option<&str>,
+    ) -> Result<String, BlobError> {
+        self.multipart.create(size).await
+    }
+
+    async fn presign_part(&self, target: PartTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        let path = Self::part_url_path(target.key, target.number);
+        let expires = target.expires_at / 1000;
+        let sig = self.signer.sign(
+            "PUT",
+            &path,
+            expires,
+            &Self::part_signed(target.size, &target.sha256),
+        );
+        Ok(PresignedRequest {
+            url: format!(
+                "{}{path}?size={}&sha256={}&expires={expires}&sig={sig}",
+                self.public_url,
+                target.size,
+                target.sha256.to_hex()
+            ),
+            method: "PUT",
+            // Nothing to pin in a header: the URL binds length and digest, so a browser
+            // sends the part with no header of its own.
+            headers: Vec::new(),
+            form_fields: Vec::new(),
+        })
+    }
+
+    async fn put_part(
+        &self,
+        target: PartTarget<'_>,
+        body: ByteStream,
+    ) -> Result<StoredPart, BlobError> {
+        self.multipart.put_part(target, body).await
+    }
+
+    async fn list_parts(
+        &self,
+        _key: &str,
+        multipart_id: &str,
+    ) -> Result<Option<Vec<StoredPart>>, BlobError> {
+        self.multipart.list(multipart_id).await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        multipart_id: &str,
+        _parts: &[StoredPart],
+    ) -> Result<(), BlobError> {
+        let path = self.path_of(key)?;
+        if let Some(parent) = path.parent() {
+            self.space_dir(parent).await?;
+        }
+        if self.multipart.complete(multipart_id, &path).await? {
+            return Ok(());
+        }
+        // Completed already (a repeated commit), or aborted.
+        match fs::metadata(&path).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BlobError::NoSuchUpload),
+            Err(e) => Err(anyhow::Error::new(e).context("cannot stat blob").into()),
+        }
+    }
+
+    async fn abort_multipart(&self, _key: &str, multipart_id: &str) -> Result<(), BlobError> {
+        self.multipart.abort(multipart_id).await
+    }
+
+    async fn digest(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        // The sidecar holds the digest computed when the object was written.
+        self.head(key).await
+    }
 }
 
-async fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), BlobError> {
+pub(super) async fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), BlobError> {
     let target = LocalBlobStore::sidecar_of(path);
     let mut tmp = target.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -322,7 +424,7 @@ async fn write_sidecar(path: &Path, sidecar: &Sidecar) -> Result<(), BlobError> 
 }
 
 /// A new file only its owner may read or write.
-async fn private_file(path: &Path) -> std::io::Result<File> {
+pub(super) async fn private_file(path: &Path) -> std::io::Result<File> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -331,12 +433,12 @@ async fn private_file(path: &Path) -> std::io::Result<File> {
         .await
 }
 
-async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
+pub(super) async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     let synced = async { File::open(dir).await?.sync_all().await }.await;
     synced.map_err(|e| BlobError::write(e, "cannot fsync blob folder"))
 }
 
-async fn hash_file(path: &Path) -> Result<Sha256, BlobError> {
+pub(super) async fn hash_file(path: &Path) -> Result<Sha256, BlobError> {
     let mut file = File::open(path).await.context("cannot open blob")?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];

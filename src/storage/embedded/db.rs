@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -251,6 +251,13 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
             }
             // 7: a space's uploads, newest first, for the owners' inspector.
             6 => "CREATE INDEX uploads_by_space ON uploads(space_id, created_at, id);",
+            // 8: how an upload's bytes are sent, and a multipart upload's parts.
+            7 => {
+                "ALTER TABLE uploads ADD COLUMN method TEXT NOT NULL DEFAULT 'PUT'; \
+                 ALTER TABLE uploads ADD COLUMN part_size INTEGER; \
+                 ALTER TABLE uploads ADD COLUMN part_count INTEGER; \
+                 ALTER TABLE uploads ADD COLUMN multipart_id TEXT;"
+            }
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(
                 "database schema version {newer} is newer than this release understands \

@@ -418,7 +418,8 @@ impl MetadataStore for Db {
                 let u = &upload;
                 conn.prepare_cached(&format!(
                     "INSERT INTO uploads ({UPLOAD_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                             ?17, ?18, ?19, ?20)"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -438,6 +439,10 @@ impl MetadataStore for Db {
                         u.expires_at,
                         u.state.as_str(),
                         u.committed_version,
+                        u.method.as_str(),
+                        u.multipart.as_ref().map(|m| m.part_size as i64),
+                        u.multipart.as_ref().map(|m| m.part_count),
+                        u.multipart.as_ref().map(|m| m.store_id.as_str()),
                     ])
                 })
                 .map_err(internal)?;

@@ -13,6 +13,7 @@ use super::{ChangeFeed, Notice, OpenContext, Storage};
 mod blobs;
 mod db;
 mod metadata;
+mod multipart;
 mod rows;
 mod writer;
 
@@ -42,6 +43,25 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
     let (sender, _) = broadcast::channel(FEED_CAPACITY);
     let db = Db::open(&data_dir.join("filesync.db"), sender.clone(), lock)?;
     let blobs = LocalBlobStore::open(data_dir, ctx.public_url, ctx.url_signer)?;
+    // A crash between creating a multipart upload and recording it leaves parts no
+    // upload names: only the pending uploads' parts are kept (an abandoned upload's are
+    // the sweeper's to remove, and removing them here is as good).
+    let keep = db
+        .read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT multipart_id FROM uploads \
+                     WHERE state = 'PENDING' AND multipart_id IS NOT NULL",
+                )
+                .map_err(rows::internal)?;
+            let ids = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<std::collections::HashSet<_>, _>>())
+                .map_err(rows::internal)?;
+            Ok(ids)
+        })
+        .await?;
+    blobs.remove_multipart_orphans(&keep).await;
     Ok(Storage {
         meta: Arc::new(db),
         blobs: Arc::new(blobs),

@@ -6,8 +6,8 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 
 use crate::domain::{
-    Change, Content, FileName, FileRecord, Metadata, PendingUpload, Sha256, SpaceName, UserId,
-    VersionRecord,
+    Change, Content, FileName, FileRecord, Metadata, Multipart, PendingUpload, Sha256, SpaceName,
+    UserId, VersionRecord,
 };
 use crate::storage::{Space, StoreError};
 
@@ -22,7 +22,7 @@ pub(super) const CHANGE_COLUMNS: &str = "v.file_id, v.space_id, v.name, v.number
      v.seq, v.kind, v.author, v.members_epoch";
 pub(super) const UPLOAD_COLUMNS: &str = "id, token_hash, space_id, file_id, base_version, name, \
      size, sha256, content_type, metadata, blob_key, author, created_at, expires_at, state, \
-     committed_version";
+     committed_version, method, part_size, part_count, multipart_id";
 
 fn bad(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
@@ -137,6 +137,15 @@ pub(super) fn upload(row: &Row) -> rusqlite::Result<PendingUpload> {
         expires_at: row.get(13)?,
         state: parsed(row, 14)?,
         committed_version: row.get(15)?,
+        method: parsed(row, 16)?,
+        multipart: match row.get::<_, Option<String>>(19)? {
+            Some(store_id) => Some(Multipart {
+                part_size: u64_at(row, 17)?,
+                part_count: row.get(18)?,
+                store_id,
+            }),
+            None => None,
+        },
     })
 }
 

@@ -80,6 +80,7 @@ impl Fixture {
             content_type: None,
             base_version: None,
             metadata: None,
+            method: None,
         };
         self.service
             .upload_inline(&user(owner), input, body)
