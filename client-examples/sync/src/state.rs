@@ -54,7 +54,27 @@ CREATE TABLE IF NOT EXISTS conflicts (
     original TEXT NOT NULL,
     at_ns INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    path TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    file_id TEXT,
+    base_version INTEGER,
+    ticket TEXT NOT NULL
+);
 ";
+
+/// A multipart upload under way: the ticket, and what it uploads (a later run resumes
+/// it only for the same content, file and base).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedUpload {
+    pub sha256: String,
+    pub size: u64,
+    pub file_id: Option<String>,
+    pub base_version: Option<i64>,
+    /// The `beginUpload` answer, as JSON.
+    pub ticket: String,
+}
 
 /// A handle on the state database, shared by the tasks of a pass.
 #[derive(Clone)]
@@ -323,6 +343,50 @@ impl State {
     }
 
     /// Conflict copies made, oldest first: `(copy, original, when)`.
+    pub fn saved_upload(&self, path: &RelPath) -> Result<Option<SavedUpload>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT sha256, size, file_id, base_version, ticket FROM uploads WHERE path = ?1",
+                [path.as_str()],
+                |r| {
+                    Ok(SavedUpload {
+                        sha256: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        file_id: r.get(2)?,
+                        base_version: r.get(3)?,
+                        ticket: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    pub fn save_upload(&self, path: &RelPath, u: &SavedUpload) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO uploads (path, sha256, size, file_id, base_version, ticket)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    path.as_str(),
+                    u.sha256,
+                    u.size as i64,
+                    u.file_id,
+                    u.base_version,
+                    u.ticket
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn drop_upload(&self, path: &RelPath) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM uploads WHERE path = ?1", [path.as_str()])
+                .map(drop)
+        })
+    }
+
     pub fn conflicts(&self) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
             let mut stmt =

@@ -1,6 +1,6 @@
 //! The operations, one method each.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Api, ApiError, FILE_FIELDS, Result, parse_file};
@@ -20,20 +20,50 @@ pub struct SpaceInfo {
     pub case_sensitive_names: bool,
 }
 
-/// What `beginUpload` hands back.
-#[derive(Debug, Clone, Deserialize)]
+/// What `beginUpload` hands back (kept in the state database while a multipart upload
+/// is under way, so that a later run resumes it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {
     pub upload_id: String,
     pub upload_token: String,
     pub file_id: String,
     pub url: String,
+    /// `PUT`, or `MULTIPART`: parts to the URLs of `uploadPartUrls`.
     pub method: String,
     pub headers: Vec<Field>,
     pub form_fields: Vec<Field>,
+    #[serde(default)]
+    pub part_size: Option<u64>,
+    #[serde(default)]
+    pub part_count: Option<u32>,
 }
 
+impl Ticket {
+    pub fn is_multipart(&self) -> bool {
+        self.method == "MULTIPART"
+    }
+}
+
+/// Where to send one part.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartUrl {
+    pub part_number: u32,
+    pub url: String,
+    pub headers: Vec<Field>,
+}
+
+/// The parts of a multipart upload the server holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadStatus {
+    /// `PENDING`, `COMMITTED` or `ABANDONED`.
+    pub state: String,
+    pub missing_parts: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Field {
     pub name: String,
     pub value: String,
@@ -166,7 +196,7 @@ impl Api {
             .graphql(
                 "mutation($input: BeginUploadInput!) { beginUpload(input: $input) {
                     uploadId uploadToken fileId url method
-                    headers { name value } formFields { name value } } }",
+                    headers { name value } formFields { name value } partSize partCount } }",
                 json!({ "input": {
                     "spaceId": space, "fileId": id, "name": name.as_str(), "size": size,
                     "sha256": sha256, "contentType": content_type, "baseVersion": base_version,
@@ -176,7 +206,41 @@ impl Api {
         field(data["beginUpload"].clone())
     }
 
-    /// Phase three. Idempotent, so it is tried again when the answer is lost.
+    /// URLs for parts of a multipart upload, each pinning the part's SHA-256.
+    pub async fn upload_part_urls(
+        &self,
+        ticket: &Ticket,
+        parts: &[(u32, String)],
+    ) -> Result<Vec<PartUrl>> {
+        let parts: Vec<Value> = parts
+            .iter()
+            .map(|(n, sha)| json!({ "partNumber": n, "sha256": sha }))
+            .collect();
+        let data = self
+            .graphql(
+                "mutation($u: ID!, $t: String!, $p: [UploadPartInput!]!) {
+                    uploadPartUrls(uploadId: $u, uploadToken: $t, parts: $p) {
+                        partNumber url headers { name value } } }",
+                json!({ "u": ticket.upload_id, "t": ticket.upload_token, "p": parts }),
+            )
+            .await?;
+        field(data["uploadPartUrls"].clone())
+    }
+
+    /// The parts of a multipart upload the server holds, and those it misses.
+    pub async fn upload_status(&self, ticket: &Ticket) -> Result<UploadStatus> {
+        let data = self
+            .graphql(
+                "query($u: ID!, $t: String!) { uploadStatus(uploadId: $u, uploadToken: $t) {
+                    state missingParts } }",
+                json!({ "u": ticket.upload_id, "t": ticket.upload_token }),
+            )
+            .await?;
+        field(data["uploadStatus"].clone())
+    }
+
+    /// Phase three. Idempotent, so it is tried again when the answer is lost, and while
+    /// the server is still verifying a multipart upload's whole content.
     pub async fn commit_upload(&self, ticket: &Ticket) -> Result<RemoteFile> {
         let query = format!(
             "mutation($u: ID!, $t: String!) {{ commitUpload(uploadId: $u, uploadToken: $t) {{
@@ -187,6 +251,9 @@ impl Api {
         loop {
             match self.graphql(&query, vars.clone()).await {
                 Ok(mut data) => return parse_file(data["commitUpload"].take()),
+                Err(ApiError::Refused { code, .. }) if code == "UPLOAD_VERIFYING" => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
                 Err(e) if e.is_transient() && attempt < 3 => {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(500 << attempt)).await;

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Executor, StepError, local, remote_error};
-use crate::api::ApiError;
 use crate::api::transfer::{self, TransferError};
+use crate::api::{ApiError, Ticket};
 use crate::paths::RelPath;
 use crate::scan::hash::recently_changed;
 use crate::scan::rules::STATE_DIR;
+use crate::state::SavedUpload;
 use crate::tree::{BaseFile, EMPTY_SHA256, Fingerprint, RemoteFile, now_ns};
 
 /// Where partial downloads live (inside the folder, so the final rename stays on one
@@ -169,36 +170,66 @@ impl Executor<'_> {
         if !before.same_file(expect) || recently_changed(&before, self.settle) {
             return Err(StepError::Changed);
         }
-        let ticket = match self
-            .api
-            .begin_upload(self.space, id, path, before.size, sha256, base_version)
-            .await
-        {
-            Ok(ticket) => ticket,
-            // A new file whose name the server gives another: the next pass learns of
-            // that file and keeps this one as a conflict copy (or the names are such
-            // that only a person can settle it).
-            Err(ApiError::Conflict { message, .. }) if id.is_none() => {
-                return Err(StepError::Retry(format!(
-                    "not uploaded: the server has another file or folder under this name \
-                     ({message})"
-                )));
+        let ticket = match self.resumable_upload(id, base_version, path, sha256, before.size)? {
+            Some(ticket) => ticket,
+            None => {
+                let ticket = self
+                    .begin(id, base_version, path, sha256, before.size)
+                    .await?;
+                if ticket.is_multipart() {
+                    // Kept until committed or given up, so that a crash or an interruption
+                    // costs only the parts not yet sent.
+                    let saved = SavedUpload {
+                        sha256: sha256.to_owned(),
+                        size: before.size,
+                        file_id: id.map(str::to_owned),
+                        base_version,
+                        ticket: serde_json::to_string(&ticket)
+                            .map_err(|e| StepError::Problem(e.to_string()))?,
+                    };
+                    blocking(|| self.state.save_upload(path, &saved))?;
+                }
+                ticket
             }
-            Err(e) => return Err(remote_error(e)),
         };
         let progress = Arc::new(self.report.transfer("up", path.as_str(), before.size));
         let on_bytes = {
             let progress = progress.clone();
             Arc::new(move |n| progress.set(n))
         };
-        let sent = transfer::upload(self.api, &ticket, &local, before.size, on_bytes).await;
+        let sent = if ticket.is_multipart() {
+            match transfer::upload_multipart(self.api, &ticket, &local, before.size, on_bytes).await
+            {
+                Ok(0) => Ok(()),
+                Ok(had) => {
+                    self.report.line(format_args!(
+                        "resumed {path}: {had} of {} parts were already on the server",
+                        ticket.part_count.unwrap_or(0)
+                    ));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            transfer::upload(self.api, &ticket, &local, before.size, on_bytes).await
+        };
         drop(progress);
         // Changed while its bytes were read? If they still matched the hash (the server
         // checks), what was published is the file as it was hashed: recorded below with
         // the fingerprint it had then, so the next scan sees the later change as an edit.
         let changed_meanwhile = local::fingerprint(&local).ok() != Some(before);
         if let Err(e) = sent {
-            self.api.cancel_upload(&ticket).await;
+            let resumable = ticket.is_multipart()
+                && !changed_meanwhile
+                && matches!(
+                    e,
+                    TransferError::Interrupted(_) | TransferError::Api(ApiError::Unreachable(_))
+                );
+            // An interrupted multipart upload is kept for the next pass, which sends
+            // only the parts still missing.
+            if !resumable {
+                self.give_up(path, &ticket).await;
+            }
             return Err(if changed_meanwhile {
                 StepError::Changed
             } else {
@@ -207,8 +238,11 @@ impl Executor<'_> {
         }
         let file = match self.api.commit_upload(&ticket).await {
             Ok(file) => file,
+            Err(e @ ApiError::Unreachable(_)) if ticket.is_multipart() => {
+                return Err(remote_error(e));
+            }
             Err(e) => {
-                self.api.cancel_upload(&ticket).await;
+                self.give_up(path, &ticket).await;
                 return Err(match e {
                     ApiError::Refused { code, .. }
                         if code == "CHECKSUM_MISMATCH" || code == "UPLOAD_INCOMPLETE" =>
@@ -219,6 +253,9 @@ impl Executor<'_> {
                 });
             }
         };
+        if ticket.is_multipart() {
+            blocking(|| self.state.drop_upload(path))?;
+        }
         // The base records where the file is here (the server may spell the name
         // another way) and what was hashed.
         blocking(|| {
@@ -245,8 +282,87 @@ impl Executor<'_> {
     }
 }
 
+impl Executor<'_> {
+    /// `beginUpload`, with its refusals as steps.
+    async fn begin(
+        &self,
+        id: Option<&str>,
+        base_version: Option<i64>,
+        path: &RelPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Ticket, StepError> {
+        match self
+            .api
+            .begin_upload(self.space, id, path, size, sha256, base_version)
+            .await
+        {
+            Ok(ticket) => Ok(ticket),
+            // A new file whose name the server gives another: the next pass learns of
+            // that file and keeps this one as a conflict copy (or the names are such
+            // that only a person can settle it).
+            Err(ApiError::Conflict { message, .. }) if id.is_none() => {
+                Err(StepError::Retry(format!(
+                    "not uploaded: the server has another file or folder under this name \
+                 ({message})"
+                )))
+            }
+            Err(e) => Err(remote_error(e)),
+        }
+    }
+
+    /// The multipart upload an earlier run left for this very upload (same content,
+    /// file and base), if any; one left for anything else is given up.
+    fn resumable_upload(
+        &self,
+        id: Option<&str>,
+        base_version: Option<i64>,
+        path: &RelPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<Option<Ticket>, StepError> {
+        let Some(saved) = blocking(|| self.state.saved_upload(path))? else {
+            return Ok(None);
+        };
+        let ticket: Option<Ticket> = serde_json::from_str(&saved.ticket).ok();
+        let same = saved.sha256 == sha256
+            && saved.size == size
+            && saved.file_id.as_deref() == id
+            && saved.base_version == base_version;
+        match ticket {
+            Some(ticket) if same => Ok(Some(ticket)),
+            stale => {
+                blocking(|| self.state.drop_upload(path))?;
+                if let Some(ticket) = stale {
+                    let api = self.api.clone();
+                    // Best effort: the server's sweeper removes what a cancel misses.
+                    tokio::spawn(async move { api.cancel_upload(&ticket).await });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Cancels an upload and forgets it.
+    async fn give_up(&self, path: &RelPath, ticket: &Ticket) {
+        self.api.cancel_upload(ticket).await;
+        if ticket.is_multipart() {
+            let _ = blocking(|| self.state.drop_upload(path));
+        }
+    }
+}
+
 fn transfer_error(e: TransferError) -> StepError {
     match e {
+        // The upload is gone or over (expired, swept, cancelled), or a part's bytes
+        // changed since they were hashed: plan again.
+        TransferError::Api(ApiError::NotFound(_)) => StepError::Changed,
+        TransferError::Api(ApiError::Refused { code, .. })
+            if matches!(code.as_str(), "UPLOAD_EXPIRED" | "CHECKSUM_MISMATCH") =>
+        {
+            StepError::Changed
+        }
+        TransferError::Api(e) => remote_error(e),
         TransferError::Interrupted(why) => StepError::Fatal(ApiError::Unreachable(why)),
         TransferError::Local(e) => StepError::from(e),
         TransferError::Refused {

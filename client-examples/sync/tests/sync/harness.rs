@@ -32,14 +32,28 @@ pub async fn server() -> Server {
     server_on(Arc::new(tempfile::tempdir().unwrap()), None).await
 }
 
+/// A server on a fresh data dir, after `configure` adjusts its settings.
+pub async fn server_with(configure: impl FnOnce(&mut Settings)) -> Server {
+    server_configured(Arc::new(tempfile::tempdir().unwrap()), None, configure).await
+}
+
 /// A server on `data` (a restart), on `port` if given.
 pub async fn server_on(data: Arc<TempDir>, port: Option<u16>) -> Server {
+    server_configured(data, port, |_| {}).await
+}
+
+async fn server_configured(
+    data: Arc<TempDir>,
+    port: Option<u16>,
+    configure: impl FnOnce(&mut Settings),
+) -> Server {
     let mut settings = Settings::default();
     settings.server.listen = format!("127.0.0.1:{}", port.unwrap_or(0)).parse().unwrap();
     settings.storage.data_dir = data.path().to_owned();
     // The clients of a test are one user's many files: no rate limit in the way.
     settings.limits.mutations_per_second = 100_000.0;
     settings.limits.mutation_burst = 100_000;
+    configure(&mut settings);
     let secret = load_or_create_secret(&settings.storage.data_dir).unwrap();
     let auth = Authenticator::new(&secret, Duration::from_secs(5));
     let app = App::build(settings).await.expect("the server starts");
