@@ -16,6 +16,10 @@ import type {
   UploadTicket,
   HttpField,
   BeginUploadInput,
+  UploadPartInput,
+  UploadPartUrl,
+  UploadStatus,
+  UploadedPart,
 } from './schema.js';
 
 /** A document with its result and variables types attached. */
@@ -78,7 +82,15 @@ export type Change = Pick<
 
 export type Ticket = Pick<
   UploadTicket,
-  'uploadId' | 'uploadToken' | 'fileId' | 'version' | 'url' | 'method' | 'expiresAt'
+  | 'uploadId'
+  | 'uploadToken'
+  | 'fileId'
+  | 'version'
+  | 'url'
+  | 'method'
+  | 'expiresAt'
+  | 'partSize'
+  | 'partCount'
 > & {
   headers: Pick<HttpField, 'name' | 'value'>[];
   formFields: Pick<HttpField, 'name' | 'value'>[];
@@ -174,7 +186,34 @@ export const HISTORY = doc<
 export const BEGIN_UPLOAD = doc<{ beginUpload: Ticket }, { input: BeginUploadInput }>(
   `mutation BeginUpload($input: BeginUploadInput!) { beginUpload(input: $input) {
      uploadId uploadToken fileId version url method headers { name value }
-     formFields { name value } expiresAt } }`,
+     formFields { name value } expiresAt partSize partCount } }`,
+);
+
+export type PartUrl = Pick<UploadPartUrl, 'partNumber' | 'size' | 'url' | 'method'> & {
+  headers: Pick<HttpField, 'name' | 'value'>[];
+};
+
+export const UPLOAD_PART_URLS = doc<
+  { uploadPartUrls: PartUrl[] },
+  { uploadId: string; uploadToken: string; parts: UploadPartInput[] }
+>(
+  `mutation UploadPartUrls($uploadId: ID!, $uploadToken: String!, $parts: [UploadPartInput!]!) {
+     uploadPartUrls(uploadId: $uploadId, uploadToken: $uploadToken, parts: $parts) {
+       partNumber size url method headers { name value } } }`,
+);
+
+export type UploadState = Pick<
+  UploadStatus,
+  'uploadId' | 'state' | 'size' | 'sha256' | 'partSize' | 'partCount' | 'missingParts'
+> & { parts: Pick<UploadedPart, 'partNumber' | 'size'>[] };
+
+export const UPLOAD_STATUS = doc<
+  { uploadStatus: UploadState },
+  { uploadId: string; uploadToken: string }
+>(
+  `query UploadStatus($uploadId: ID!, $uploadToken: String!) {
+     uploadStatus(uploadId: $uploadId, uploadToken: $uploadToken) {
+       uploadId state size sha256 partSize partCount missingParts parts { partNumber size } } }`,
 );
 
 export const COMMIT_UPLOAD = doc<
@@ -251,6 +290,8 @@ export const ALL_DOCUMENTS = {
   FILE,
   HISTORY,
   BEGIN_UPLOAD,
+  UPLOAD_PART_URLS,
+  UPLOAD_STATUS,
   COMMIT_UPLOAD,
   CANCEL_UPLOAD,
   RENAME,

@@ -6,6 +6,8 @@ export type ErrorCode =
   | 'BAD_INPUT'
   | 'CONFLICT'
   | 'UPLOAD_INCOMPLETE'
+  /** A multipart upload's whole content is still being verified: commit again. */
+  | 'UPLOAD_VERIFYING'
   | 'UPLOAD_EXPIRED'
   | 'CHECKSUM_MISMATCH'
   | 'PAYLOAD_TOO_LARGE'
@@ -31,6 +33,7 @@ const KNOWN = new Set<string>([
   'BAD_INPUT',
   'CONFLICT',
   'UPLOAD_INCOMPLETE',
+  'UPLOAD_VERIFYING',
   'UPLOAD_EXPIRED',
   'CHECKSUM_MISMATCH',
   'PAYLOAD_TOO_LARGE',
@@ -53,6 +56,10 @@ export class FilesyncError extends Error {
   readonly retryAfterSeconds: number | undefined;
   /** The HTTP status, when the error came with one. */
   readonly status: number | undefined;
+  /** For `UPLOAD_INCOMPLETE` of a multipart upload: the parts still to send. */
+  readonly missingParts: number[] | undefined;
+  /** For `UPLOAD_VERIFYING`: commit again after this many milliseconds. */
+  readonly retryAfterMs: number | undefined;
 
   constructor(
     readonly code: ErrorCode,
@@ -62,6 +69,8 @@ export class FilesyncError extends Error {
       fileId?: string;
       retryAfterSeconds?: number;
       status?: number;
+      missingParts?: number[];
+      retryAfterMs?: number;
       cause?: unknown;
     } = {},
   ) {
@@ -70,6 +79,8 @@ export class FilesyncError extends Error {
     this.fileId = extra.fileId;
     this.retryAfterSeconds = extra.retryAfterSeconds;
     this.status = extra.status;
+    this.missingParts = extra.missingParts;
+    this.retryAfterMs = extra.retryAfterMs;
   }
 
   /** Worth trying again later, unchanged (the server or the network, not the request). */
@@ -92,6 +103,10 @@ export function fromGraphQLError(error: unknown, status?: number): FilesyncError
     fileId: typeof ext.fileId === 'string' ? ext.fileId : undefined,
     retryAfterSeconds: num(ext.retryAfterSeconds),
     status,
+    missingParts: Array.isArray(ext.missingParts)
+      ? ext.missingParts.filter((n): n is number => typeof n === 'number')
+      : undefined,
+    retryAfterMs: num(ext.retryAfterMs),
   });
 }
 
@@ -130,6 +145,11 @@ export function describeError(error: unknown): { title: string; action: string }
       return { title: 'The upload took too long and expired.', action: 'Upload the file again.' };
     case 'UPLOAD_INCOMPLETE':
       return { title: 'The upload did not finish.', action: 'Upload the file again.' };
+    case 'UPLOAD_VERIFYING':
+      return {
+        title: 'The server is still checking the uploaded file.',
+        action: 'It is published in a moment; try again shortly.',
+      };
     case 'CHECKSUM_MISMATCH':
       return {
         title: 'The file changed while it was being uploaded.',

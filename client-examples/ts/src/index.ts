@@ -11,6 +11,8 @@ export {
 } from './sync.js';
 export {
   hashBlob,
+  defaultResumeStore,
+  type ResumeStore,
   type UploadOptions,
   type UploadProgress,
   type DownloadOptions,
@@ -19,7 +21,9 @@ export type {
   Change,
   FileInfo,
   InspectedUpload,
+  PartUrl,
   SpaceInfo,
+  UploadState,
   Ticket,
   TypedDocument,
   VersionInfo,

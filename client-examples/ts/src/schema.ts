@@ -34,6 +34,11 @@ export interface BeginUploadInput {
    * Replaces the metadata; omit to keep the current metadata.
    */
   metadata?: MetadataEntryInput[] | null;
+  /**
+   * How the bytes will be sent; omit for a PUT up to the server's multipart
+   * threshold (64 MiB unless configured) and `MULTIPART` above it.
+   */
+  method?: UploadMethod | null;
 }
 
 export interface ChangeEvent {
@@ -244,7 +249,18 @@ export interface Mutation {
    */
   beginUpload: UploadTicket;
   /**
-   * Phase three: verifies the bytes and publishes the version. Idempotent.
+   * URLs for parts of a multipart upload, at most `uploads.max_part_urls` (100) at a
+   * time: each pins its part's length and the SHA-256 given, and expires with
+   * `uploads.url_ttl` (ask again for a fresh one). Parts may be sent in any order and
+   * in parallel; a part sent twice counts as the last one stored.
+   */
+  uploadPartUrls: UploadPartUrl[];
+  /**
+   * Phase three: verifies the bytes and publishes the version. Idempotent. A
+   * multipart upload is completed from the parts the store holds
+   * (`UPLOAD_INCOMPLETE` with `extensions.missingParts` when some are missing), then
+   * hashed whole: `UPLOAD_VERIFYING` (with `extensions.retryAfterMs`) while that takes
+   * longer than `uploads.commit_wait`: commit again.
    */
   commitUpload: File;
   /**
@@ -331,6 +347,12 @@ export interface Query {
    * once in its latest state, tombstones included, in change order.
    */
   changes: ChangePage;
+  /**
+   * An upload as it stands, for its uploader (the token): for a pending multipart
+   * upload the parts the store holds and those still missing, so a client that
+   * crashed or reloaded sends only what is missing.
+   */
+  uploadStatus: UploadStatus;
 }
 
 export type Role =
@@ -461,6 +483,56 @@ export interface UpdateFileInput {
   metadata?: MetadataEntryInput[] | null;
 }
 
+/**
+ * A part the store holds.
+ */
+export interface UploadedPart {
+  partNumber: Scalars['Int'];
+  size: Scalars['Size'];
+  /**
+   * Hex SHA-256 of the part, where the store says.
+   */
+  sha256: Scalars['String'] | null;
+}
+
+/**
+ * How the client sends an upload's bytes.
+ */
+export type UploadMethod =
+  | 'PUT'
+  | 'MULTIPART';
+export const UploadMethodValues: readonly UploadMethod[] = ['PUT', 'MULTIPART'];
+
+/**
+ * A part the client is about to send.
+ */
+export interface UploadPartInput {
+  /**
+   * 1 to the ticket's `partCount`.
+   */
+  partNumber: Scalars['Int'];
+  /**
+   * Hex SHA-256 of the part's bytes: the URL pins it, and the store refuses other
+   * bytes.
+   */
+  sha256: Scalars['String'];
+}
+
+/**
+ * Where to send one part: `method` to `url` with `headers` exactly, `size` bytes.
+ */
+export interface UploadPartUrl {
+  partNumber: Scalars['Int'];
+  /**
+   * The part's length, pinned by the URL.
+   */
+  size: Scalars['Size'];
+  url: Scalars['String'];
+  method: Scalars['String'];
+  headers: HttpField[];
+  expiresAt: Scalars['DateTime'];
+}
+
 export interface UploadRecord {
   uploadId: Scalars['ID'];
   fileId: Scalars['ID'];
@@ -480,6 +552,14 @@ export interface UploadRecord {
   contentType: Scalars['String'] | null;
   author: Scalars['ID'];
   state: VersionState;
+  /**
+   * How the bytes are sent.
+   */
+  method: UploadMethod;
+  /**
+   * A multipart upload's number of parts.
+   */
+  partCount: Scalars['Int'] | null;
   createdAt: Scalars['DateTime'];
   /**
    * When the upload's URL stops working (a pending upload is abandoned after it).
@@ -490,6 +570,44 @@ export interface UploadRecord {
    * or removed).
    */
   object: StoredObject | null;
+}
+
+/**
+ * An upload as it stands: for a multipart one, the parts stored so far, so a client
+ * that crashed or reloaded sends only the missing ones.
+ */
+export interface UploadStatus {
+  uploadId: Scalars['ID'];
+  fileId: Scalars['ID'];
+  /**
+   * The version the upload becomes (or became) when committed.
+   */
+  version: Scalars['Int'];
+  state: VersionState;
+  method: UploadMethod;
+  size: Scalars['Size'];
+  /**
+   * The declared SHA-256 (hex).
+   */
+  sha256: Scalars['String'];
+  partSize: Scalars['Size'] | null;
+  partCount: Scalars['Int'] | null;
+  /**
+   * When the upload and its token expire.
+   */
+  expiresAt: Scalars['DateTime'];
+  /**
+   * The server is hashing the whole content (a commit is under way).
+   */
+  verifying: Scalars['Boolean'];
+  /**
+   * The parts stored, by number (empty unless pending and multipart).
+   */
+  parts: UploadedPart[];
+  /**
+   * The part numbers still to send (empty unless pending and multipart).
+   */
+  missingParts: Scalars['Int'][];
 }
 
 /**
@@ -506,9 +624,13 @@ export interface UploadTicket {
    * The version this upload becomes when committed.
    */
   version: Scalars['Int'];
+  /**
+   * Where to send the bytes; empty for a multipart upload (its parts go to the URLs
+   * of `uploadPartUrls`).
+   */
   url: Scalars['String'];
   /**
-   * `PUT` or `POST`.
+   * `PUT`, or `MULTIPART`.
    */
   method: Scalars['String'];
   /**
@@ -520,9 +642,18 @@ export interface UploadTicket {
    */
   formFields: HttpField[];
   /**
-   * When `url` stops working.
+   * When `url` stops working (a multipart upload: when the upload expires).
    */
   expiresAt: Scalars['DateTime'];
+  /**
+   * A multipart upload's part size: every part but the last has exactly this many
+   * bytes.
+   */
+  partSize: Scalars['Size'] | null;
+  /**
+   * A multipart upload's number of parts (1 to 10,000).
+   */
+  partCount: Scalars['Int'] | null;
 }
 
 export interface User {

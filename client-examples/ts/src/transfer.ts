@@ -6,7 +6,10 @@ import {
   BEGIN_UPLOAD,
   CANCEL_UPLOAD,
   COMMIT_UPLOAD,
+  UPLOAD_PART_URLS,
+  UPLOAD_STATUS,
   type FileInfo,
+  type PartUrl,
   type Ticket,
 } from './documents.js';
 import { FilesyncError, aborted, fromGraphQLError } from './errors.js';
@@ -32,7 +35,45 @@ export interface UploadOptions {
   onProgress?: (progress: UploadProgress) => void;
   /** Cancels: the pending upload is abandoned and nothing is published. */
   signal?: AbortSignal;
+  /**
+   * `MULTIPART` asks for parts whatever the size; omitted, the server decides (parts above
+   * its threshold, 64 MiB by default).
+   */
+  method?: 'PUT' | 'MULTIPART';
+  /** Parts sent at once in a multipart upload (default 4). */
+  concurrency?: number;
+  /**
+   * Where a multipart upload under way is remembered, so that `upload` of the same blob to
+   * the same place after a crash or a page reload sends only the parts the server does not
+   * have. Defaults to `localStorage` in a browser and to memory elsewhere; `null` turns
+   * resuming off.
+   */
+  resume?: ResumeStore | null;
 }
+
+/** A small key-value store for multipart uploads under way (`localStorage` fits). */
+export interface ResumeStore {
+  getItem(key: string): string | null | Promise<string | null>;
+  setItem(key: string, value: string): void | Promise<void>;
+  removeItem(key: string): void | Promise<void>;
+}
+
+const memoryResume = new Map<string, string>();
+
+/** `localStorage` where there is one, a map in memory otherwise. */
+export function defaultResumeStore(): ResumeStore {
+  if (typeof localStorage !== 'undefined') return localStorage;
+  return {
+    getItem: (key) => memoryResume.get(key) ?? null,
+    setItem: (key, value) => void memoryResume.set(key, value),
+    removeItem: (key) => void memoryResume.delete(key),
+  };
+}
+
+/** Parts hashed and given URLs together. */
+const URL_BATCH = 16;
+/** Sends of one part before the upload fails (it stays resumable). */
+const PART_ATTEMPTS = 3;
 
 /** Slices a blob is sent in where there is no XMLHttpRequest (progress comes per slice). */
 const SEND_SLICE = 256 * 1024;
@@ -77,36 +118,67 @@ export async function upload(
   );
   checkAborted(signal);
   const contentType = options.contentType ?? (blob.type || undefined);
-  const { beginUpload: ticket } = await client.request(
-    BEGIN_UPLOAD,
-    {
-      input: {
-        spaceId: options.spaceId,
-        fileId: options.fileId ?? null,
-        name: options.name,
-        size: total,
-        sha256: digest,
-        contentType: contentType ?? null,
-        baseVersion: options.baseVersion ?? null,
-      },
-    },
-    signal,
-  );
+  const resume = options.resume === undefined ? defaultResumeStore() : options.resume;
+  const resumeKey = [
+    'filesync-upload',
+    client.url,
+    options.spaceId,
+    options.fileId ?? '',
+    options.baseVersion ?? '',
+    options.name,
+    total,
+    digest,
+  ].join('|');
+  let ticket = resume ? await resumable(client, resume, resumeKey, signal) : null;
+  if (!ticket) {
+    ticket = (
+      await client.request(
+        BEGIN_UPLOAD,
+        {
+          input: {
+            spaceId: options.spaceId,
+            fileId: options.fileId ?? null,
+            name: options.name,
+            size: total,
+            sha256: digest,
+            contentType: contentType ?? null,
+            baseVersion: options.baseVersion ?? null,
+            method: options.method ?? null,
+          },
+        },
+        signal,
+      )
+    ).beginUpload;
+    if (ticket.method === 'MULTIPART') await resume?.setItem(resumeKey, JSON.stringify(ticket));
+  }
+  const keys = { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken };
+  const forget = async () => {
+    if (ticket.method === 'MULTIPART') await resume?.removeItem(resumeKey);
+  };
   try {
     onProgress?.({ phase: 'sending', loaded: 0, total });
-    await send(
-      client,
-      ticket,
-      blob,
-      (loaded) => onProgress?.({ phase: 'sending', loaded, total }),
-      signal,
-    );
+    const report = (loaded: number) => onProgress?.({ phase: 'sending', loaded, total });
+    if (ticket.method === 'MULTIPART') {
+      await sendParts(client, ticket, blob, report, options.concurrency ?? 4, signal);
+    } else {
+      await send(client, ticket, blob, report, signal);
+    }
     checkAborted(signal);
   } catch (e) {
+    // A multipart upload cut off by the network is kept: the next `upload` of this blob
+    // sends only the parts still missing.
+    if (
+      ticket.method === 'MULTIPART' &&
+      resume &&
+      e instanceof FilesyncError &&
+      e.code === 'NETWORK'
+    ) {
+      throw e;
+    }
+    await forget();
     // Abandon the pending version. The store may have committed it already (the bytes
     // landed and its notification won, or the request broke after the last byte): then
     // the cancel is refused, and the upload is reported as what it is, published.
-    const keys = { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken };
     const cancelled = await client.request(CANCEL_UPLOAD, keys).then(
       () => true,
       () => false,
@@ -118,18 +190,166 @@ export async function upload(
     throw e;
   }
   // From here on the upload is the server's: a cancel no longer applies, and the commit is
-  // idempotent, so a dropped connection is retried.
+  // idempotent, so a dropped connection is retried, and a commit that finds the server
+  // still verifying a multipart upload's content asks again.
   onProgress?.({ phase: 'committing', loaded: total, total });
   for (let attempt = 0; ; attempt++) {
     try {
-      return (
-        await client.request(COMMIT_UPLOAD, {
-          uploadId: ticket.uploadId,
-          uploadToken: ticket.uploadToken,
-        })
-      ).commitUpload;
+      const file = (await client.request(COMMIT_UPLOAD, keys)).commitUpload;
+      await forget();
+      return file;
     } catch (e) {
-      if (!(e instanceof FilesyncError) || e.code !== 'NETWORK' || attempt >= 4) throw e;
+      if (e instanceof FilesyncError && e.code === 'UPLOAD_VERIFYING') {
+        await new Promise((r) => setTimeout(r, e.retryAfterMs ?? 1000));
+        continue;
+      }
+      if (!(e instanceof FilesyncError) || e.code !== 'NETWORK' || attempt >= 4) {
+        if (!(e instanceof FilesyncError && e.code === 'NETWORK')) await forget();
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+    }
+  }
+}
+
+/** The multipart upload remembered under `key`, if the server still has it pending. */
+async function resumable(
+  client: FilesyncClient,
+  resume: ResumeStore,
+  key: string,
+  signal?: AbortSignal,
+): Promise<Ticket | null> {
+  const saved = await resume.getItem(key);
+  if (!saved) return null;
+  let ticket: Ticket;
+  try {
+    ticket = JSON.parse(saved) as Ticket;
+  } catch {
+    await resume.removeItem(key);
+    return null;
+  }
+  const status = await client
+    .request(UPLOAD_STATUS, { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken }, signal)
+    .catch((e: unknown) => {
+      if (e instanceof FilesyncError && e.transient) throw e;
+      return null;
+    });
+  if (status?.uploadStatus.state === 'PENDING') return ticket;
+  await resume.removeItem(key);
+  return null;
+}
+
+/**
+ * Sends the parts the server does not hold yet (all of them for a new upload), `concurrency`
+ * at a time, in batches whose digests are computed (one part in memory at a time) and
+ * whose URLs are asked for together. Progress counts the parts stored plus the bytes of
+ * those in flight. A part whose send breaks is sent again, with a fresh URL when its URL
+ * expired.
+ */
+async function sendParts(
+  client: FilesyncClient,
+  ticket: Ticket,
+  blob: Blob,
+  onProgress: (loaded: number) => void,
+  concurrency: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  const keys = { uploadId: ticket.uploadId, uploadToken: ticket.uploadToken };
+  const partSize = ticket.partSize;
+  if (!partSize) throw new FilesyncError('UNKNOWN', 'a multipart ticket without a part size');
+  const status = (await client.request(UPLOAD_STATUS, keys, signal)).uploadStatus;
+  const range = (n: number) => [(n - 1) * partSize, Math.min(blob.size, n * partSize)] as const;
+  const missing = status.missingParts;
+  let done = blob.size - missing.reduce((sum, n) => sum + range(n)[1] - range(n)[0], 0);
+  const inFlight = new Map<number, number>();
+  const report = () => {
+    let loaded = done;
+    for (const l of inFlight.values()) loaded += l;
+    onProgress(loaded);
+  };
+  report();
+  // One part failing stops the others.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(signal?.reason);
+  signal?.addEventListener('abort', onAbort);
+  try {
+    for (let i = 0; i < missing.length; i += URL_BATCH) {
+      const batch = missing.slice(i, i + URL_BATCH);
+      const parts: { partNumber: number; sha256: string }[] = [];
+      for (const n of batch) {
+        checkAborted(signal);
+        const [start, end] = range(n);
+        const bytes = new Uint8Array(await blob.slice(start, end).arrayBuffer());
+        parts.push({ partNumber: n, sha256: bytesToHex(sha256(bytes)) });
+      }
+      const urls = (await client.request(UPLOAD_PART_URLS, { ...keys, parts }, signal))
+        .uploadPartUrls;
+      const queue = [...urls];
+      const worker = async () => {
+        for (let url = queue.shift(); url; url = queue.shift()) {
+          const n = url.partNumber;
+          const [start, end] = range(n);
+          const digest = parts.find((p) => p.partNumber === n)!.sha256;
+          await sendPart(
+            client,
+            keys,
+            url,
+            digest,
+            blob.slice(start, end),
+            (l) => {
+              inFlight.set(n, l);
+              report();
+            },
+            stop.signal,
+          );
+          inFlight.delete(n);
+          done += end - start;
+          report();
+        }
+      };
+      await Promise.all(
+        Array.from({ length: Math.min(concurrency, queue.length) }, () =>
+          worker().catch((e: unknown) => {
+            stop.abort(e);
+            throw e;
+          }),
+        ),
+      );
+    }
+  } catch (e) {
+    if (signal?.aborted) throw aborted(signal);
+    throw e;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** One part, sent again when the connection breaks or its URL has expired. */
+async function sendPart(
+  client: FilesyncClient,
+  keys: { uploadId: string; uploadToken: string },
+  url: PartUrl,
+  digest: string,
+  part: Blob,
+  onProgress: (loaded: number) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const headers = Object.fromEntries(url.headers.map((h) => [h.name, h.value]));
+      await sendBlob(client, url.url, headers, part, onProgress, signal);
+      return;
+    } catch (e) {
+      if (signal.aborted || attempt >= PART_ATTEMPTS || !(e instanceof FilesyncError)) throw e;
+      if (e.code === 'UPLOAD_EXPIRED') {
+        const fresh = await client.request(UPLOAD_PART_URLS, {
+          ...keys,
+          parts: [{ partNumber: url.partNumber, sha256: digest }],
+        });
+        url = fresh.uploadPartUrls[0]!;
+      } else if (e.code !== 'NETWORK') {
+        throw e;
+      }
       await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
     }
   }
@@ -147,8 +367,20 @@ async function send(
     throw new FilesyncError('BAD_INPUT', `this client sends PUT uploads, not ${ticket.method}`);
   }
   const headers = Object.fromEntries(ticket.headers.map((h) => [h.name, h.value]));
+  return sendBlob(client, ticket.url, headers, blob, onProgress, signal);
+}
+
+/** A PUT of `blob` to `url` with exactly `headers`, counted as it is sent. */
+async function sendBlob(
+  client: FilesyncClient,
+  url: string,
+  headers: Record<string, string>,
+  blob: Blob,
+  onProgress: (loaded: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
   if (typeof XMLHttpRequest !== 'undefined') {
-    return sendXhr(ticket.url, headers, blob, onProgress, signal);
+    return sendXhr(url, headers, blob, onProgress, signal);
   }
   // No XMLHttpRequest (Node): a streamed body read in slices, counted as it is sent.
   let loaded = 0;
@@ -167,7 +399,7 @@ async function send(
   });
   let response: Response;
   try {
-    response = await client.fetch(ticket.url, {
+    response = await client.fetch(url, {
       method: 'PUT',
       headers: { ...headers, 'content-length': String(blob.size) },
       body,

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { buildSchema, parse, validate } from 'graphql';
 
 import {
+  FilesyncClient as Client,
   FilesyncError,
   MemoryStore,
   fromGraphQLError,
@@ -16,6 +17,7 @@ import {
   syncSpace,
   type Change,
   type FilesyncClient,
+  type ResumeStore,
   type UploadProgress,
 } from '../src/index.js';
 import { startProxy, startServer, type TestServer } from './server.js';
@@ -315,3 +317,114 @@ function compareCursors(a: string, b: string): number {
   const seq = (c: string) => BigInt('0x' + Buffer.from(c, 'base64url').toString('hex').slice(-16));
   return seq(a) < seq(b) ? -1 : seq(a) > seq(b) ? 1 : 0;
 }
+
+describe('multipart uploads', () => {
+  let server: TestServer;
+  let alice: FilesyncClient;
+  let spaceId: string;
+  const MIB = 1024 * 1024;
+  // Three parts of 8 MiB and a short fourth.
+  const size = 3 * 8 * MIB + 12345;
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i += 997) bytes[i] = (i * 31) & 0xff;
+  const blob = new Blob([bytes]);
+
+  /** A client whose fetch counts part PUTs and can be made to break after `breakAfter`. */
+  const counting = async (breakAfter = Infinity) => {
+    const counts = { parts: 0, inFlightMax: 0 };
+    let inFlight = 0;
+    const wrapped: typeof fetch = async (input, init) => {
+      const url = String(input instanceof Request ? input.url : input);
+      if (!url.includes('/part/')) return fetch(input, init);
+      if (counts.parts >= breakAfter) throw new TypeError('fetch failed: the network is down');
+      counts.parts++;
+      inFlight++;
+      counts.inFlightMax = Math.max(counts.inFlightMax, inFlight);
+      try {
+        return await fetch(input, init);
+      } finally {
+        inFlight--;
+      }
+    };
+    const client = new Client({
+      url: server.url,
+      token: await server.token('alice'),
+      fetch: wrapped,
+    });
+    return { client, counts };
+  };
+
+  before(async () => {
+    server = await startServer({ FILESYNC_UPLOADS__MULTIPART_THRESHOLD: String(8 * MIB) });
+    alice = await server.client('alice');
+    spaceId = (await alice.createSpace('large')).id;
+  });
+  after(async () => {
+    await alice?.close();
+    await server?.stop();
+  });
+
+  test('above the threshold the parts go in parallel, and the file comes back whole', async () => {
+    const { client, counts } = await counting();
+    const sent: number[] = [];
+    const file = await client.upload(blob, {
+      spaceId,
+      name: 'video.bin',
+      resume: null,
+      onProgress: (p) => p.phase === 'sending' && sent.push(p.loaded),
+    });
+    assert.equal(file.size, size);
+    assert.equal(counts.parts, 4);
+    assert.ok(counts.inFlightMax > 1, `parts in parallel (${counts.inFlightMax} at most)`);
+    assert.equal(sent[sent.length - 1], size);
+    const back = await alice.download(file.id);
+    assert.equal(await hashBlob(back), file.sha256);
+    await client.close();
+  });
+
+  test('an upload cut off between parts resumes with only the missing ones', async () => {
+    const saved = new Map<string, string>();
+    const resume: ResumeStore = {
+      getItem: (k) => saved.get(k) ?? null,
+      setItem: (k, v) => void saved.set(k, v),
+      removeItem: (k) => void saved.delete(k),
+    };
+    // The network goes after two parts: the upload fails, and is remembered.
+    const first = await counting(2);
+    await assert.rejects(
+      first.client.upload(blob, { spaceId, name: 'backup.img', resume, concurrency: 1 }),
+      { code: 'NETWORK' },
+    );
+    assert.equal(first.counts.parts, 2);
+    assert.equal(saved.size, 1, 'the upload is remembered');
+    await first.client.close();
+    // A new client (a reloaded page) with the same store sends the two parts left.
+    const second = await counting();
+    const file = await second.client.upload(blob, { spaceId, name: 'backup.img', resume });
+    assert.equal(second.counts.parts, 2);
+    assert.equal(file.size, size);
+    assert.equal(saved.size, 0, 'forgotten once committed');
+    assert.equal(await hashBlob(await alice.download(file.id)), file.sha256);
+    await second.client.close();
+  });
+
+  test('cancelled mid-way, a multipart upload publishes nothing and leaves no parts', async () => {
+    const controller = new AbortController();
+    await assert.rejects(
+      alice.upload(blob, {
+        spaceId,
+        name: 'cancelled.bin',
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.phase === 'sending' && p.loaded >= 8 * MIB) controller.abort();
+        },
+      }),
+      { code: 'ABORTED' },
+    );
+    const uploads = await alice.inspectUploads(spaceId);
+    const cancelled = uploads.find((u) => u.name === 'cancelled.bin');
+    assert.equal(cancelled?.state, 'ABANDONED');
+    assert.equal(cancelled?.object, null);
+    assert.ok(!(await alice.files(spaceId)).some((f) => f.name === 'cancelled.bin'));
+  });
+});
