@@ -437,6 +437,7 @@ async fn an_upload_is_published_once_or_abandoned() {
         (abandoned.method, abandoned.multipart),
         (UploadMethod::Multipart, parts.multipart)
     );
+    meta.upload_purged(parts.id).await.unwrap();
 
     let mut publish = change(space, upload.file_id, None, "u.txt", 1);
     publish.upload = Some(upload.id);
