@@ -73,6 +73,8 @@ pub struct PendingUpload {
 pub enum UploadMethod {
     /// One presigned PUT of the whole content (at most [`MAX_SINGLE_UPLOAD`] bytes).
     Put,
+    /// One presigned POST of a `multipart/form-data` form (a browser form), as large.
+    Post,
     /// Parts sent separately, in any order and in parallel, then completed by the server.
     Multipart,
 }
@@ -81,6 +83,7 @@ impl UploadMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             UploadMethod::Put => "PUT",
+            UploadMethod::Post => "POST",
             UploadMethod::Multipart => "MULTIPART",
         }
     }
@@ -92,13 +95,14 @@ impl FromStr for UploadMethod {
     fn from_str(s: &str) -> Result<Self, Invalid> {
         match s {
             "PUT" => Ok(Self::Put),
+            "POST" => Ok(Self::Post),
             "MULTIPART" => Ok(Self::Multipart),
             other => Err(Invalid(format!("unknown upload method {other:?}"))),
         }
     }
 }
 
-/// The largest object one PUT may store (S3's limit for a single request).
+/// The largest object one PUT or POST may store (S3's limit for a single request).
 pub const MAX_SINGLE_UPLOAD: u64 = 5 << 30;
 /// The smallest part a multipart upload is cut into (S3's minimum is 5 MiB; parts of
 /// 8 MiB keep the request count of a GiB at 128).

@@ -501,7 +501,7 @@ pub struct UploadTicket {
     /// Where to send the bytes; empty for a multipart upload (its parts go to the URLs
     /// of `uploadPartUrls`).
     pub url: String,
-    /// `PUT`, or `MULTIPART`.
+    /// `PUT`, `POST` (a form: `formFields`, then the file), or `MULTIPART`.
     pub method: String,
     /// Headers the request must carry exactly.
     pub headers: Vec<HttpField>,

@@ -13,6 +13,11 @@ use crate::sync;
 pub enum UploadMethod {
     /// One PUT of the whole content to the ticket's URL (at most 5 GiB).
     Put,
+    /// One `multipart/form-data` POST to the ticket's URL, as a browser form sends it:
+    /// the ticket's `formFields` in order, then the file as the field `file` (at most
+    /// 5 GiB). The policy in the fields pins the key, the length, the type and the
+    /// SHA-256.
+    Post,
     /// Parts of `partSize` bytes, in any order and in parallel, to the URLs
     /// `uploadPartUrls` gives; `commitUpload` then completes the object.
     Multipart,
@@ -22,6 +27,7 @@ impl From<UploadMethod> for domain::UploadMethod {
     fn from(m: UploadMethod) -> Self {
         match m {
             UploadMethod::Put => domain::UploadMethod::Put,
+            UploadMethod::Post => domain::UploadMethod::Post,
             UploadMethod::Multipart => domain::UploadMethod::Multipart,
         }
     }
@@ -31,6 +37,7 @@ impl From<domain::UploadMethod> for UploadMethod {
     fn from(m: domain::UploadMethod) -> Self {
         match m {
             domain::UploadMethod::Put => UploadMethod::Put,
+            domain::UploadMethod::Post => UploadMethod::Post,
             domain::UploadMethod::Multipart => UploadMethod::Multipart,
         }
     }

@@ -19,9 +19,9 @@ use super::AppState;
 use super::errors::error_response;
 use crate::domain::{Sha256, SpaceId, UploadId, now_millis};
 use crate::storage::RangeRequest;
-use crate::storage::embedded::LocalBlobStore;
+use crate::storage::embedded::{LocalBlobStore, PostPolicy};
 use crate::storage::url_signing::{SignatureError, SignedQuery};
-use crate::sync::Error;
+use crate::sync::{Error, ReceivedUpload};
 
 pub(super) async fn put_blob(
     State(state): State<AppState>,
@@ -48,11 +48,17 @@ pub(super) async fn put_blob(
         limits.body_idle_timeout,
         limits.body_deadline,
     );
-    match state
-        .service
-        .receive_upload(upload_id, content_type, body)
-        .await
-    {
+    received_response(
+        state
+            .service
+            .receive_upload(upload_id, content_type, body)
+            .await,
+    )
+}
+
+/// The answer to bytes received whole: the commit they set off, or why not.
+fn received_response(received: Result<ReceivedUpload, Error>) -> Response {
+    match received {
         Err(e) => e.into_response(),
         Ok(received) => match received.commit {
             Ok(file) => Json(json!({
@@ -67,6 +73,139 @@ pub(super) async fn put_blob(
             Err(e) => e.into_response(),
         },
     }
+}
+
+/// Form fields before the file: few and small (S3 allows 20 KB of them).
+const MAX_FORM_FIELDS: usize = 20;
+const MAX_FORM_FIELD_BYTES: usize = 8 * 1024;
+
+/// A browser form's upload (S3's POST Object): the fields, checked against the signed
+/// policy, then the file, streamed as a PUT's body is. Every field must be one the policy
+/// names, with its value; the file's length must be the policy's.
+pub(super) async fn post_blob(
+    State(state): State<AppState>,
+    Path((space, upload)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some((_, upload_id)) = parse_key(&space, &upload) else {
+        return Error::NotFound("upload").into_response();
+    };
+    let key = format!("{space}/{upload}");
+    let path = LocalBlobStore::url_path(&key);
+    let boundary = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok());
+    let Some(boundary) = boundary else {
+        return Error::bad_input("the body must be multipart/form-data").into_response();
+    };
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let file = loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return Error::bad_input("the form has no field `file`").into_response(),
+            Err(e) => return Error::bad_input(format!("malformed form: {e}")).into_response(),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            break field;
+        }
+        if fields.len() == MAX_FORM_FIELDS {
+            return Error::bad_input("too many form fields").into_response();
+        }
+        let mut value = Vec::new();
+        let mut field = field;
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) if value.len() + chunk.len() <= MAX_FORM_FIELD_BYTES => {
+                    value.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => {
+                    return Error::bad_input(format!("the form field {name:?} is too long"))
+                        .into_response();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Error::bad_input(format!("malformed form: {e}")).into_response();
+                }
+            }
+        }
+        let Ok(value) = String::from_utf8(value) else {
+            return Error::bad_input(format!("the form field {name:?} is not UTF-8"))
+                .into_response();
+        };
+        fields.push((name, value));
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let policy = field("policy").unwrap_or_default().to_owned();
+    let signed = field("x-filesync-expires")
+        .and_then(|e| e.parse().ok())
+        .zip(field("x-filesync-signature"))
+        .map(|(expires, sig)| SignedQuery {
+            expires,
+            sig: sig.to_owned(),
+            ct: None,
+            size: None,
+            sha256: None,
+        });
+    if let Some(refusal) = refuse_unsigned(&state, "POST", &path, signed.as_ref(), &policy) {
+        return refusal;
+    }
+    let Some(policy) = signed
+        .as_ref()
+        .and_then(|s| PostPolicy::decode(&policy, s.expires))
+    else {
+        return Error::forbidden("the form's policy is invalid").into_response();
+    };
+    // Each field the policy pins, with its value; no field it does not name.
+    for (name, value) in &fields {
+        let pinned = match name.to_ascii_lowercase().as_str() {
+            "policy" | "x-filesync-expires" | "x-filesync-signature" => continue,
+            "key" => policy.key.as_str(),
+            "content-type" => policy.content_type.as_str(),
+            "x-amz-checksum-sha256" => policy.sha256.as_str(),
+            _ => {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "FORBIDDEN",
+                    &format!("the form field {name:?} is not in the policy"),
+                );
+            }
+        };
+        if value != pinned {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                &format!("the form field {name:?} does not match the policy"),
+            );
+        }
+    }
+    if policy.key != key || field("key").is_none() || field("Content-Type").is_none() {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "the form's key and Content-Type must be those of the policy",
+        );
+    }
+    let limits = state.service.limits();
+    let body = timed(
+        file.map_err(std::io::Error::other),
+        limits.body_idle_timeout,
+        limits.body_deadline,
+    );
+    received_response(
+        state
+            .service
+            .receive_upload(upload_id, Some(policy.content_type), body)
+            .await,
+    )
 }
 
 /// One part of a multipart upload, at a URL that pins its length and SHA-256.

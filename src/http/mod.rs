@@ -115,7 +115,9 @@ pub fn router(
         .route("/graphql/ws", get(ws::upgrade))
         .route(
             "/blob/{space}/{upload}",
-            put(blob::put_blob).get(blob::get_blob),
+            put(blob::put_blob)
+                .post(blob::post_blob)
+                .get(blob::get_blob),
         )
         .route("/blob/{space}/{upload}/part/{number}", put(blob::put_part))
         .route("/healthz", get(health::healthz))

@@ -49,6 +49,9 @@ pub enum BlobError {
     /// The multipart upload is completed or aborted: it takes no more parts.
     #[error("no such multipart upload")]
     NoSuchUpload,
+    /// Completing found other parts than the ones listed (a part sent again meanwhile).
+    #[error("the parts changed while the upload was being completed")]
+    PartsChanged,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -340,6 +340,10 @@ pub struct BlobRead {
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     async fn presign_put(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError>;
+    /// A browser form's upload: a `multipart/form-data` POST of `form_fields` and then
+    /// the file, whose policy pins the key, the length, the type and the SHA-256, and
+    /// expires.
+    async fn presign_post(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError>;
     async fn presign_get(
         &self,
         key: &str,

@@ -135,6 +135,9 @@ impl From<BlobError> for Error {
             BlobError::NoSuchUpload => Error::UploadExpired(
                 "the upload takes no more parts: it is committed, cancelled or expired".into(),
             ),
+            BlobError::PartsChanged => Error::UploadIncomplete(
+                "a part was sent again while the upload was being committed; commit again".into(),
+            ),
             BlobError::Other(e) => Error::Internal(e),
         }
     }

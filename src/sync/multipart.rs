@@ -39,16 +39,30 @@ pub struct UploadStatus {
 /// The whole-content checks under way in this process, one per upload however many
 /// commits wait for it: a spawned task, so a commit that gives up waiting (or a client
 /// that goes away) never cancels it.
-#[derive(Default)]
 pub(super) struct Verifications {
     running: Mutex<HashMap<UploadId, Verification>>,
+    /// Whole-object hashes at once: each reads an object from end to end.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Verifications running at once per process; more wait (their commits answer
+/// `UPLOAD_VERIFYING`).
+const CONCURRENT_VERIFICATIONS: usize = 4;
+
+impl Default for Verifications {
+    fn default() -> Self {
+        Self {
+            running: Mutex::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS)),
+        }
+    }
 }
 
 type Verification =
     Shared<BoxFuture<'static, Arc<std::result::Result<Option<BlobInfo>, BlobError>>>>;
 
 impl Verifications {
-    fn get(&self, id: UploadId) -> Option<Verification> {
+    pub(super) fn get(&self, id: UploadId) -> Option<Verification> {
         self.running
             .lock()
             .expect("verifications poisoned")
@@ -92,6 +106,10 @@ impl SyncService {
         let upload = self.pending(id).await?;
         super::upload::check_token(&upload, token)?;
         self.check_token_holder(user, &upload).await?;
+        if upload.state == UploadState::Committed {
+            return Err(Error::bad_input("the upload is already committed"));
+        }
+        super::upload::refuse_if_abandoned(&upload)?;
         let multipart = taking_parts(&upload)?;
         if self.inner.verifications.get(id).is_some() {
             return Err(Error::bad_input(
@@ -161,18 +179,28 @@ impl SyncService {
             // member of the space.
             self.role_in(user, upload.space_id).await?;
         }
-        let verifying = self.inner.verifications.get(id).is_some();
+        let mut verifying = self.inner.verifications.get(id).is_some();
+        let blobs = &self.inner.store.blobs;
         let (parts, missing) = match (&upload.multipart, upload.state) {
-            (Some(m), UploadState::Pending) => {
-                let parts = self
-                    .inner
-                    .store
-                    .blobs
-                    .list_parts(&upload.blob_key, &m.store_id)
-                    .await?
-                    .unwrap_or_default();
-                let missing = missing_parts(&upload, &parts);
-                (parts, missing)
+            (Some(m), UploadState::Pending) if !verifying => {
+                match blobs.list_parts(&upload.blob_key, &m.store_id).await? {
+                    Some(parts) => {
+                        let missing = missing_parts(&upload, &parts);
+                        (parts, missing)
+                    }
+                    // Completed into the object by a commit (here or on another
+                    // replica) that has yet to publish: nothing is missing, commit.
+                    None if blobs
+                        .head(&upload.blob_key)
+                        .await?
+                        .is_some_and(|o| o.size == upload.size) =>
+                    {
+                        verifying = true;
+                        (Vec::new(), Vec::new())
+                    }
+                    // Aborted behind the server's back (a lifecycle rule): every part.
+                    None => (Vec::new(), missing_parts(&upload, &[])),
+                }
             }
             _ => (Vec::new(), Vec::new()),
         };
@@ -201,6 +229,11 @@ impl SyncService {
         }
         super::upload::refuse_if_abandoned(&upload)?;
         let multipart = taking_parts(&upload)?;
+        if self.inner.verifications.get(id).is_some() {
+            return Err(Error::bad_input(
+                "the upload is being committed: it takes no more parts",
+            ));
+        }
         let Some((offset, planned)) = multipart.part_range(upload.size, number) else {
             return Err(Error::bad_input(format!(
                 "part {number} is not a part of this upload"
@@ -282,8 +315,10 @@ impl SyncService {
                 let blobs = blobs.clone();
                 let key = upload.blob_key.clone();
                 let store_id = multipart.store_id.clone();
+                let permits = self.inner.verifications.permits.clone();
                 self.inner.verifications.start(id, move || {
                     let task = tokio::spawn(async move {
+                        let _permit = permits.acquire_owned().await;
                         blobs.complete_multipart(&key, &store_id, &parts).await?;
                         blobs.digest(&key).await
                     });
@@ -305,12 +340,23 @@ impl SyncService {
                 retry_after_ms: 1000,
             });
         };
+        // A verified object's result is kept until the upload is published or purged: a
+        // commit refused after it (a conflict, say) and asked again reads no object twice.
+        if let Ok(Some(info)) = &*result {
+            return Ok(info.clone());
+        }
         self.inner.verifications.forget(id);
         match &*result {
-            Ok(Some(info)) => Ok(info.clone()),
-            Ok(None) | Err(BlobError::NoSuchUpload) => Err(Error::UploadIncomplete(
-                "the upload's parts are gone; begin the upload again".into(),
+            Ok(Some(_)) => unreachable!("returned above"),
+            Ok(None) => Err(Error::UploadIncomplete(
+                "the upload's object is gone; begin the upload again".into(),
             )),
+            // Completed by a commit on another replica that has yet to make the object
+            // visible, or aborted by a cancel: the next commit tells which.
+            Err(BlobError::NoSuchUpload) => Err(Error::Verifying {
+                retry_after_ms: 1000,
+            }),
+            Err(BlobError::PartsChanged) => Err(BlobError::PartsChanged.into()),
             Err(BlobError::StorageFull) => Err(Error::StorageFull),
             Err(e) => Err(Error::Internal(anyhow::anyhow!("{e:#}"))),
         }

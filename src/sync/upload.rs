@@ -13,7 +13,7 @@ use crate::domain::{
     Millis, Multipart, PendingUpload, Sha256, Size, SpaceId, UploadId, UploadMethod, UploadState,
     UserId,
 };
-use crate::storage::{ByteStream, PresignedRequest, Publish, PutTarget, StoreError};
+use crate::storage::{BlobError, ByteStream, PresignedRequest, Publish, PutTarget, StoreError};
 
 /// `beginUpload`'s input, as the client sent it.
 #[derive(Debug, Clone)]
@@ -67,24 +67,24 @@ impl SyncService {
         }
         if upload.size > MAX_SINGLE_UPLOAD {
             return Err(Error::PayloadTooLarge(format!(
-                "one PUT stores at most {MAX_SINGLE_UPLOAD} bytes; use method MULTIPART"
+                "one PUT or POST stores at most {MAX_SINGLE_UPLOAD} bytes; use method MULTIPART"
             )));
         }
         // Signed URLs carry whole seconds; the ticket says exactly when the URL stops working.
         let url_expires =
             (now() + millis(self.inner.limits.url_ttl)).min(upload.expires_at) / 1000 * 1000;
-        let request = self
-            .inner
-            .store
-            .blobs
-            .presign_put(PutTarget {
-                key: &upload.blob_key,
-                size: upload.size,
-                sha256: upload.sha256,
-                content_type: upload.content_type.as_deref(),
-                expires_at: url_expires,
-            })
-            .await?;
+        let target = PutTarget {
+            key: &upload.blob_key,
+            size: upload.size,
+            sha256: upload.sha256,
+            content_type: upload.content_type.as_deref(),
+            expires_at: url_expires,
+        };
+        let blobs = &self.inner.store.blobs;
+        let request = match method {
+            UploadMethod::Post => blobs.presign_post(target).await?,
+            _ => blobs.presign_put(target).await?,
+        };
         self.inner.store.meta.create_upload(upload.clone()).await?;
         tracing::info!(upload = %upload.id, file = %upload.file_id, size = upload.size, "upload begun");
         Ok(UploadTicket {
@@ -110,7 +110,13 @@ impl SyncService {
         let blobs = &self.inner.store.blobs;
         let store_id = blobs
             .create_multipart(&upload.blob_key, upload.size, Some(pinned_type(&upload)))
-            .await?;
+            .await
+            .map_err(|e| match e {
+                BlobError::TooLarge => Error::PayloadTooLarge(
+                    "the server's file system cannot hold a file this large".into(),
+                ),
+                e => e.into(),
+            })?;
         upload.multipart = Some(Multipart {
             part_size,
             part_count,
@@ -356,6 +362,10 @@ impl SyncService {
     /// request starts, not when it ends).
     pub(super) fn last_write_at(&self, upload: &PendingUpload) -> Millis {
         let url_ttl = millis(self.inner.limits.url_ttl);
+        if upload.multipart.is_some() {
+            // Part URLs are handed out until the upload expires.
+            return upload.expires_at + url_ttl;
+        }
         (upload.created_at + url_ttl).min(upload.expires_at) + url_ttl
     }
 
@@ -507,10 +517,17 @@ impl SyncService {
                 return Err(self.refuse_content(&upload).await);
             }
         } else {
-            let info = blobs
+            let mut info = blobs
                 .head(&upload.blob_key)
                 .await?
                 .ok_or_else(|| Error::UploadIncomplete("no bytes have been uploaded yet".into()))?;
+            if info.sha256.is_none() && upload.method == UploadMethod::Post {
+                // An S3 that kept no checksum from the form: hash the object (at most
+                // 5 GiB) rather than publish it unverified.
+                if let Some(digest) = blobs.digest(&upload.blob_key).await? {
+                    info = digest;
+                }
+            }
             if info.size != upload.size {
                 return Err(Error::UploadIncomplete(format!(
                     "the stored object has {} bytes; {} were declared",
@@ -566,7 +583,12 @@ impl SyncService {
             at: now(),
             upload: Some(upload.id),
         };
-        match self.inner.store.meta.publish(change).await {
+        let published = self.inner.store.meta.publish(change).await;
+        if !matches!(published, Err(StoreError::Other(_) | StoreError::Full)) {
+            // Published, or never to be: the verified result is of no more use.
+            self.inner.verifications.forget(id);
+        }
+        match published {
             Ok(file) => {
                 tracing::info!(upload = %id, file = %file.id, version = file.version, seq = file.seq, "upload committed");
                 Ok(file)

@@ -24,6 +24,7 @@ mod modify;
 mod multipart;
 mod names;
 mod ops;
+mod post_form;
 mod process;
 mod races;
 mod replicas;

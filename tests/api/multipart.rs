@@ -184,6 +184,17 @@ async fn parts_sent_in_parallel_and_out_of_order_publish_one_version() {
     // Again: the same version, nothing new.
     let again = commit(&app, &ticket).await;
     assert_eq!(again["data"]["commitUpload"]["version"], 1, "{again:#}");
+    let body = part_urls_raw(
+        &app,
+        &ticket,
+        json!([{ "partNumber": 1, "sha256": sha256_hex(b"x") }]),
+    )
+    .await;
+    assert_eq!(
+        code(&body),
+        "BAD_INPUT",
+        "no part URLs once committed: {body:#}"
+    );
     assert_eq!(status(&app, &ticket).await["state"], "COMMITTED");
     assert_eq!(app.multipart_uploads_left(&space).await, 0);
 
@@ -331,6 +342,17 @@ async fn content_other_than_the_declared_sha256_is_never_published() {
     let again = commit_raw(&app, &ticket).await;
     assert_eq!(code(&again), "UPLOAD_EXPIRED", "{again:#}");
     assert_eq!(status(&app, &ticket).await["state"], "ABANDONED");
+    let body = part_urls_raw(
+        &app,
+        &ticket,
+        json!([{ "partNumber": 1, "sha256": sha256_hex(b"x") }]),
+    )
+    .await;
+    assert_eq!(
+        code(&body),
+        "UPLOAD_EXPIRED",
+        "no part URLs for it: {body:#}"
+    );
 }
 
 #[tokio::test]
@@ -421,6 +443,10 @@ async fn sizes_at_and_just_above_every_limit() {
     let put = ticket(5 << 30, Some("PUT")).await;
     assert_eq!(put["data"]["beginUpload"]["method"], "PUT", "{put:#}");
     let too_big = ticket((5 << 30) + 1, Some("PUT")).await;
+    assert_eq!(code(&too_big), "PAYLOAD_TOO_LARGE", "{too_big:#}");
+    let form = ticket(5 << 30, Some("POST")).await;
+    assert_eq!(form["data"]["beginUpload"]["method"], "POST", "{form:#}");
+    let too_big = ticket((5 << 30) + 1, Some("POST")).await;
     assert_eq!(code(&too_big), "PAYLOAD_TOO_LARGE", "{too_big:#}");
     // 10,000 parts of 8 MiB, and one byte more (bigger parts, rounded up to a MiB).
     let most = ticket(10_000 * (8 << 20), None).await;

@@ -40,7 +40,7 @@ async fn strict_blobs() -> Option<S3Blobs> {
         .send()
         .await
         .expect("create a bucket in s3s-fs");
-    Some(S3Blobs::new(client, bucket, RequestCounter::default()))
+    Some(S3Blobs::new(client, bucket, RequestCounter::default()).signing_with(&config))
 }
 
 /// Sends a presigned request as a client would, with its headers but those `skip`ped, and
@@ -357,4 +357,126 @@ async fn a_part_url_pins_its_part_and_the_parts_complete_into_one_object() {
     let after = blobs.list_parts(&elsewhere, &gone).await.unwrap();
     assert!(after.as_ref().is_none_or(|p| p.is_empty()), "{after:?}");
     assert!(blobs.head(&elsewhere).await.unwrap().is_none());
+}
+
+/// A change to a form's fields before it is sent.
+type EditFields = Box<dyn FnOnce(&mut Vec<(String, String)>)>;
+
+/// A browser form's POST: its policy pins the key, the length (`content-length-range`),
+/// the type and the checksum, and expires; s3s-fs checks the policy's signature, its
+/// conditions and the checksum, as S3 does. (s3s-fs keeps no tags, so the `tagging`
+/// field is only signed here.)
+#[tokio::test]
+async fn a_post_policy_pins_key_length_type_checksum_and_expiry() {
+    let Some(blobs) = strict_blobs().await else {
+        return;
+    };
+    const BYTES: &[u8] = b"the declared bytes";
+    let key = new_key();
+    let target = |expires_at| PutTarget {
+        key: &key,
+        size: BYTES.len() as u64,
+        sha256: sha256(BYTES),
+        content_type: Some("text/plain"),
+        expires_at,
+    };
+    let request = blobs
+        .presign_post(target(now_millis() + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(request.method, "POST");
+    let post = |request: PresignedRequest, file: &'static [u8], edit: EditFields| async move {
+        let mut fields = request.form_fields.clone();
+        edit(&mut fields);
+        let mut form = reqwest::multipart::Form::new();
+        for (name, value) in fields {
+            form = form.text(name, value);
+        }
+        let form = form.part("file", reqwest::multipart::Part::bytes(file));
+        let response = reqwest::Client::new()
+            .post(&request.url)
+            .multipart(form)
+            .send()
+            .await
+            .expect("s3s-fs answers");
+        let status = response.status().as_u16();
+        (status, error_code(&response.text().await.unwrap()))
+    };
+    let set = |name: &'static str, value: &'static str| -> EditFields {
+        Box::new(move |fields: &mut Vec<(String, String)>| {
+            for field in fields.iter_mut().filter(|f| f.0 == name) {
+                field.1 = value.to_owned();
+            }
+        })
+    };
+    // Other bytes of the declared length: S3 stores nothing. s3s-fs answers BadDigest
+    // but keeps the bytes; the commit's digest refuses them all the same (never the
+    // declared checksum).
+    let digest = post(request.clone(), b"the declared BYTES", Box::new(|_| {})).await;
+    if let Some(left) = blobs.digest(&key).await.unwrap() {
+        assert_ne!(left.sha256, Some(sha256(BYTES)));
+        blobs.delete(&key).await.unwrap();
+    }
+    let refusals = [
+        (
+            "a longer file",
+            post(
+                request.clone(),
+                b"the declared bytes, and more",
+                Box::new(|_| {}),
+            )
+            .await,
+        ),
+        (
+            "a shorter file",
+            post(request.clone(), b"the declared", Box::new(|_| {})).await,
+        ),
+        (
+            "another type",
+            post(request.clone(), BYTES, set("Content-Type", "text/html")).await,
+        ),
+        (
+            "another key",
+            post(request.clone(), BYTES, set("key", "elsewhere/object")).await,
+        ),
+        (
+            "a tampered signature",
+            post(
+                request.clone(),
+                BYTES,
+                Box::new(|fields: &mut Vec<(String, String)>| {
+                    for field in fields.iter_mut().filter(|f| f.0 == "x-amz-signature") {
+                        field.1 = tampered(&field.1);
+                    }
+                }),
+            )
+            .await,
+        ),
+        ("other bytes of the declared length", digest),
+    ];
+    for (what, (status, code)) in &refusals {
+        assert!(
+            [400, 403].contains(status),
+            "{what}: refused, not {status} {code}"
+        );
+    }
+    assert!(
+        blobs.head(&key).await.unwrap().is_none(),
+        "a refused form stores nothing: {refusals:?}"
+    );
+    let short_lived = blobs
+        .presign_post(target(now_millis() + 1_000))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let expired = post(short_lived, BYTES, Box::new(|_| {})).await;
+    assert_eq!(expired.0, 403, "expired: {expired:?}");
+
+    let stored = post(request, BYTES, Box::new(|_| {})).await;
+    assert!([200, 201, 204].contains(&stored.0), "{stored:?}");
+    let object = blobs.digest(&key).await.unwrap().expect("stored");
+    assert_eq!(
+        (object.size, object.sha256),
+        (BYTES.len() as u64, Some(sha256(BYTES)))
+    );
 }

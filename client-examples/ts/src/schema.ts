@@ -500,8 +500,9 @@ export interface UploadedPart {
  */
 export type UploadMethod =
   | 'PUT'
+  | 'POST'
   | 'MULTIPART';
-export const UploadMethodValues: readonly UploadMethod[] = ['PUT', 'MULTIPART'];
+export const UploadMethodValues: readonly UploadMethod[] = ['PUT', 'POST', 'MULTIPART'];
 
 /**
  * A part the client is about to send.
@@ -630,7 +631,7 @@ export interface UploadTicket {
    */
   url: Scalars['String'];
   /**
-   * `PUT`, or `MULTIPART`.
+   * `PUT`, `POST` (a form: `formFields`, then the file), or `MULTIPART`.
    */
   method: Scalars['String'];
   /**

@@ -36,10 +36,11 @@ export interface UploadOptions {
   /** Cancels: the pending upload is abandoned and nothing is published. */
   signal?: AbortSignal;
   /**
-   * `MULTIPART` asks for parts whatever the size; omitted, the server decides (parts above
-   * its threshold, 64 MiB by default).
+   * `MULTIPART` asks for parts whatever the size, `POST` for a browser form's upload (a
+   * `multipart/form-data` POST whose signed policy pins the file; at most 5 GiB); omitted,
+   * the server decides (parts above its threshold, 64 MiB by default; else a PUT).
    */
-  method?: 'PUT' | 'MULTIPART';
+  method?: 'PUT' | 'POST' | 'MULTIPART';
   /** Parts sent at once in a multipart upload (default 4). */
   concurrency?: number;
   /**
@@ -122,6 +123,9 @@ export async function upload(
   const resumeKey = [
     'filesync-upload',
     client.url,
+    // Only its own user resumes an upload (another user of the same browser or process
+    // with a token of the same space would otherwise publish under the first one's name).
+    tokenSubject(await client.token()),
     options.spaceId,
     options.fileId ?? '',
     options.baseVersion ?? '',
@@ -176,14 +180,15 @@ export async function upload(
       throw e;
     }
     await forget();
-    // Abandon the pending version. The store may have committed it already (the bytes
+    // Abandon the pending version. The store may have committed a PUT already (the bytes
     // landed and its notification won, or the request broke after the last byte): then
-    // the cancel is refused, and the upload is reported as what it is, published.
+    // the cancel is refused, and the upload is reported as what it is, published. A
+    // multipart upload only commits when asked: never after a cancel.
     const cancelled = await client.request(CANCEL_UPLOAD, keys).then(
       () => true,
       () => false,
     );
-    if (!cancelled) {
+    if (!cancelled && ticket.method !== 'MULTIPART') {
       const committed = await client.request(COMMIT_UPLOAD, keys).catch(() => null);
       if (committed) return committed.commitUpload;
     }
@@ -204,12 +209,30 @@ export async function upload(
         continue;
       }
       if (!(e instanceof FilesyncError) || e.code !== 'NETWORK' || attempt >= 4) {
-        if (!(e instanceof FilesyncError && e.code === 'NETWORK')) await forget();
+        if (!(e instanceof FilesyncError && e.code === 'NETWORK')) {
+          // Refused for good (a conflict, other bytes): give the pending upload up
+          // rather than leave it holding one of the user's pending slots.
+          await forget();
+          await client.request(CANCEL_UPLOAD, keys).catch(() => undefined);
+        }
         throw e;
       }
       await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
     }
   }
+}
+
+/** The user a token names (its `sub`), or the token's own digest when it is not a JWT. */
+function tokenSubject(token: string): string {
+  try {
+    const payload = token.split('.')[1] ?? '';
+    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/'));
+    const sub = (JSON.parse(json) as { sub?: unknown }).sub;
+    if (typeof sub === 'string') return sub;
+  } catch {
+    // Not a JWT.
+  }
+  return bytesToHex(sha256(new TextEncoder().encode(token)));
 }
 
 /** The multipart upload remembered under `key`, if the server still has it pending. */
@@ -363,11 +386,42 @@ async function send(
   onProgress: (loaded: number) => void,
   signal?: AbortSignal,
 ): Promise<void> {
-  if (ticket.method.toUpperCase() !== 'PUT') {
-    throw new FilesyncError('BAD_INPUT', `this client sends PUT uploads, not ${ticket.method}`);
+  const method = ticket.method.toUpperCase();
+  if (method === 'POST') return sendForm(client, ticket, blob, onProgress, signal);
+  if (method !== 'PUT') {
+    throw new FilesyncError('BAD_INPUT', `this client sends PUT and POST uploads, not ${method}`);
   }
   const headers = Object.fromEntries(ticket.headers.map((h) => [h.name, h.value]));
   return sendBlob(client, ticket.url, headers, blob, onProgress, signal);
+}
+
+/** A browser form's upload: the ticket's fields in order, then the file as `file`. */
+async function sendForm(
+  client: FilesyncClient,
+  ticket: Ticket,
+  blob: Blob,
+  onProgress: (loaded: number) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const form = new FormData();
+  for (const field of ticket.formFields) form.append(field.name, field.value);
+  form.append('file', blob, 'file');
+  if (typeof XMLHttpRequest !== 'undefined') {
+    return sendXhr(ticket.url, {}, form, onProgress, signal, 'POST', blob.size);
+  }
+  let response: Response;
+  try {
+    response = await client.fetch(ticket.url, {
+      method: 'POST',
+      body: form,
+      signal: signal ?? null,
+    });
+  } catch (e) {
+    if (signal?.aborted) throw aborted(signal);
+    throw new FilesyncError('NETWORK', `the upload failed: ${String(e)}`, { cause: e });
+  }
+  if (!response.ok) throw await storageError(response);
+  onProgress(blob.size);
 }
 
 /** A PUT of `blob` to `url` with exactly `headers`, counted as it is sent. */
@@ -416,19 +470,23 @@ async function sendBlob(
 function sendXhr(
   url: string,
   headers: Record<string, string>,
-  blob: Blob,
+  body: Blob | FormData,
   onProgress: (loaded: number) => void,
   signal?: AbortSignal,
+  method: 'PUT' | 'POST' = 'PUT',
+  size?: number,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('PUT', url);
+    xhr.open(method, url);
     for (const [name, value] of Object.entries(headers)) {
       // The browser sets these itself (and refuses them from scripts).
       if (!['content-length', 'host'].includes(name.toLowerCase()))
         xhr.setRequestHeader(name, value);
     }
-    xhr.upload.onprogress = (e) => onProgress(e.loaded);
+    // A form's progress counts its fields too: capped at the file's size.
+    xhr.upload.onprogress = (e) =>
+      onProgress(size === undefined ? e.loaded : Math.min(size, e.loaded));
     const onAbort = () => xhr.abort();
     signal?.addEventListener('abort', onAbort);
     const finish = (error?: FilesyncError) => {
@@ -442,7 +500,7 @@ function sendXhr(
     };
     xhr.onerror = () => finish(new FilesyncError('NETWORK', 'the upload failed'));
     xhr.onabort = () => finish(aborted(signal));
-    xhr.send(blob);
+    xhr.send(body);
   });
 }
 

@@ -408,6 +408,14 @@ describe('multipart uploads', () => {
     await second.client.close();
   });
 
+  test('a browser form POST publishes the file', async () => {
+    const small = new Blob(['sent as a form'], { type: 'text/plain' });
+    const file = await alice.upload(small, { spaceId, name: 'form.txt', method: 'POST' });
+    assert.equal(file.size, small.size);
+    assert.equal(file.contentType, 'text/plain');
+    assert.equal(await (await alice.download(file.id)).text(), 'sent as a form');
+  });
+
   test('cancelled mid-way, a multipart upload publishes nothing and leaves no parts', async () => {
     const controller = new AbortController();
     await assert.rejects(

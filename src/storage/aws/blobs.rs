@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
@@ -27,6 +28,9 @@ pub struct S3Blobs {
     client: Client,
     bucket: String,
     requests: RequestCounter,
+    /// What a POST form's policy is signed with (the SDK presigns no POST).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    region: String,
 }
 
 impl S3Blobs {
@@ -35,12 +39,52 @@ impl S3Blobs {
             client,
             bucket,
             requests,
+            credentials: None,
+            region: "us-east-1".into(),
         }
+    }
+
+    /// Signs POST policies with the credentials and region of `config` (the ones the
+    /// client signs its requests with).
+    pub fn signing_with(mut self, config: &aws_config::SdkConfig) -> Self {
+        self.credentials = config.credentials_provider();
+        if let Some(region) = config.region() {
+            self.region = region.as_ref().to_owned();
+        }
+        self
+    }
+
+    /// The bucket's URL (a POST form's target), as the client addresses the bucket (path
+    /// style or virtual host): a presigned URL of `key`, cut before the key.
+    async fn bucket_url(&self, key: &str) -> Result<String, BlobError> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(now_millis() + 60_000)?)
+            .await
+            .map_err(s3_error)?;
+        let uri = request.uri();
+        uri.find(&format!("/{key}?"))
+            .map(|end| uri[..end].to_owned())
+            .ok_or_else(|| BlobError::Other(anyhow::anyhow!("cannot find the bucket in {uri}")))
     }
 }
 
 fn s3_error(e: impl std::error::Error + Send + Sync + 'static) -> BlobError {
     BlobError::Other(anyhow::Error::new(e).context("S3 request failed"))
+}
+
+/// The pending tag as a POST form's `tagging` field carries it.
+const PENDING_TAGGING: &str =
+    "<Tagging><TagSet><Tag><Key>Status</Key><Value>Pending</Value></Tag></TagSet></Tagging>";
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
 }
 
 /// The parts of one `ListParts` page (S3's maximum).
@@ -103,6 +147,77 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(s3_error)?;
         Ok(presigned(request))
+    }
+
+    async fn presign_post(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        // The SDK presigns no POST: the policy is signed here, as SigV4 prescribes for
+        // browser forms (the signature of the base64 policy with the day's signing key).
+        use aws_credential_types::provider::ProvideCredentials;
+        let credentials = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| BlobError::Other(anyhow::anyhow!("no AWS credentials to sign with")))?
+            .provide_credentials()
+            .await
+            .map_err(s3_error)?;
+        let region = &self.region;
+        let now = chrono::Utc::now();
+        let day = now.format("%Y%m%d").to_string();
+        let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
+        let expiration = chrono::DateTime::from_timestamp_millis(target.expires_at)
+            .unwrap_or(now)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
+        let credential = format!(
+            "{}/{day}/{region}/s3/aws4_request",
+            credentials.access_key_id()
+        );
+        let mut fields: Vec<(String, String)> = vec![
+            ("key".into(), target.key.to_owned()),
+            (
+                "Content-Type".into(),
+                target
+                    .content_type
+                    .unwrap_or(DEFAULT_CONTENT_TYPE)
+                    .to_owned(),
+            ),
+            ("tagging".into(), PENDING_TAGGING.to_owned()),
+            ("x-amz-checksum-sha256".into(), target.sha256.to_base64()),
+            ("x-amz-algorithm".into(), "AWS4-HMAC-SHA256".into()),
+            ("x-amz-credential".into(), credential),
+            ("x-amz-date".into(), amz_date),
+        ];
+        if let Some(token) = credentials.session_token() {
+            fields.push(("x-amz-security-token".into(), token.to_owned()));
+        }
+        let mut conditions = vec![
+            serde_json::json!({ "bucket": self.bucket }),
+            serde_json::json!(["content-length-range", target.size, target.size]),
+        ];
+        conditions.extend(
+            fields
+                .iter()
+                .map(|(name, value)| serde_json::json!({ name.as_str(): value })),
+        );
+        let policy = STANDARD.encode(
+            serde_json::json!({ "expiration": expiration, "conditions": conditions }).to_string(),
+        );
+        let signing_key = [region.as_str(), "s3", "aws4_request"].into_iter().fold(
+            hmac_sha256(
+                format!("AWS4{}", credentials.secret_access_key()).as_bytes(),
+                day.as_bytes(),
+            ),
+            |key, part| hmac_sha256(&key, part.as_bytes()),
+        );
+        let signature = hex::encode(hmac_sha256(&signing_key, policy.as_bytes()));
+        fields.push(("policy".into(), policy));
+        fields.push(("x-amz-signature".into(), signature));
+        Ok(PresignedRequest {
+            url: self.bucket_url(target.key).await?,
+            method: "POST",
+            headers: Vec::new(),
+            form_fields: fields,
+        })
     }
 
     async fn presign_get(
@@ -412,6 +527,14 @@ impl BlobStore for S3Blobs {
             Err(e) => match self.head(key).await? {
                 Some(_) => Ok(()),
                 None if no_such_upload(&e) => Err(BlobError::NoSuchUpload),
+                // A part was sent again (a new ETag) since the parts were listed.
+                None if e
+                    .as_service_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|c| c == "InvalidPart" || c == "InvalidPartOrder") =>
+                {
+                    Err(BlobError::PartsChanged)
+                }
                 None => Err(s3_error(e)),
             },
         }

@@ -102,7 +102,7 @@ pub async fn open(settings: &StorageSettings) -> anyhow::Result<Storage> {
     tracing::info!(table = %settings.table, bucket = %bucket, events = events.is_some(), fanout = settings.notices_topic_arn.is_some(), "opened the aws backend");
     Ok(Storage {
         meta: Arc::new(meta),
-        blobs: Arc::new(S3Blobs::new(s3, bucket, requests.clone())),
+        blobs: Arc::new(S3Blobs::new(s3, bucket, requests.clone()).signing_with(&config)),
         feed: Arc::new(feed),
         events,
         requests,

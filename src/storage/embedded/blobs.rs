@@ -36,6 +36,62 @@ pub struct LocalBlobStore {
     signer: UrlSigner,
 }
 
+/// The policy of an embedded POST form, as S3's: base64 JSON whose conditions every form
+/// field must meet. Signed (with the expiry) by the URL signer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostPolicy {
+    pub key: String,
+    pub content_type: String,
+    /// Base64, as in the `x-amz-checksum-sha256` field.
+    pub sha256: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub expires: i64,
+}
+
+impl PostPolicy {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let json = serde_json::json!({
+            "expiration": chrono::DateTime::from_timestamp(self.expires, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            "conditions": [
+                { "key": self.key },
+                { "Content-Type": self.content_type },
+                { "x-amz-checksum-sha256": self.sha256 },
+                ["content-length-range", self.size, self.size],
+            ],
+        });
+        base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    }
+
+    /// Reads a policy this server encoded (after its signature was checked).
+    pub fn decode(policy: &str, expires: i64) -> Option<Self> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(policy)
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        let conditions = json["conditions"].as_array()?;
+        let field = |name: &str| {
+            conditions
+                .iter()
+                .find_map(|c| c.get(name)?.as_str().map(str::to_owned))
+        };
+        let size = conditions.iter().find_map(|c| {
+            let c = c.as_array()?;
+            (c.first()?.as_str()? == "content-length-range").then(|| c.get(1)?.as_u64())?
+        })?;
+        Some(Self {
+            key: field("key")?,
+            content_type: field("Content-Type")?,
+            sha256: field("x-amz-checksum-sha256")?,
+            size,
+            expires,
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(super) struct Sidecar {
     pub(super) inode: u64,
@@ -144,6 +200,36 @@ impl BlobStore for LocalBlobStore {
             method: "PUT",
             headers,
             form_fields: Vec::new(),
+        })
+    }
+
+    async fn presign_post(&self, target: PutTarget<'_>) -> Result<PresignedRequest, BlobError> {
+        let path = Self::url_path(target.key);
+        let expires = target.expires_at / 1000;
+        let ct = target
+            .content_type
+            .unwrap_or(crate::domain::DEFAULT_CONTENT_TYPE);
+        let policy = PostPolicy {
+            key: target.key.to_owned(),
+            content_type: ct.to_owned(),
+            sha256: target.sha256.to_base64(),
+            size: target.size,
+            expires,
+        }
+        .encode();
+        let sig = self.signer.sign("POST", &path, expires, &policy);
+        Ok(PresignedRequest {
+            url: format!("{}{path}", self.public_url),
+            method: "POST",
+            headers: Vec::new(),
+            form_fields: vec![
+                ("key".into(), target.key.to_owned()),
+                ("Content-Type".into(), ct.to_owned()),
+                ("x-amz-checksum-sha256".into(), target.sha256.to_base64()),
+                ("policy".into(), policy),
+                ("x-filesync-expires".into(), expires.to_string()),
+                ("x-filesync-signature".into(), sig),
+            ],
         })
     }
 
@@ -375,13 +461,13 @@ impl BlobStore for LocalBlobStore {
         &self,
         key: &str,
         multipart_id: &str,
-        _parts: &[StoredPart],
+        parts: &[StoredPart],
     ) -> Result<(), BlobError> {
         let path = self.path_of(key)?;
         if let Some(parent) = path.parent() {
             self.space_dir(parent).await?;
         }
-        if self.multipart.complete(multipart_id, &path).await? {
+        if self.multipart.complete(multipart_id, parts, &path).await? {
             return Ok(());
         }
         // Completed already (a repeated commit), or aborted.

@@ -17,7 +17,7 @@ mod multipart;
 mod rows;
 mod writer;
 
-pub use blobs::LocalBlobStore;
+pub use blobs::{LocalBlobStore, PostPolicy};
 pub use db::Db;
 
 /// How many commit notices a slow feed reader may fall behind before it is told it lagged.

@@ -2,9 +2,9 @@
 //! `multipart/<id>/` holding `data`, a sparse file of the object's final size into which
 //! each part is written at its offset (never joined by copying), and `parts`, an
 //! append-only log of the parts stored: `<number> <size> <sha256>` once a part's bytes are
-//! fsynced, `<number> -` when a part is being replaced or failed. The last line of a
-//! part is the truth, so a crash in the middle of a part leaves it missing, never
-//! half-written and counted. Completing hashes `data`, writes the sidecar and renames the
+//! fsynced, `<number> -` before a stored part is written again. The last line of a part
+//! is the truth (a line that does not parse strikes its part), so a crash in the middle
+//! of a part leaves it missing, never half-written and counted. Completing hashes `data`, writes the sidecar and renames the
 //! file into `blobs/`: the object appears whole or not at all.
 
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +119,10 @@ impl Multiparts {
         .await;
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir).await;
+            // Larger than this file system holds a file: the size's fault, not a full disk.
+            if e.kind() == std::io::ErrorKind::FileTooLarge {
+                return Err(BlobError::TooLarge);
+            }
             return Err(BlobError::write(e, "cannot create multipart upload"));
         }
         Ok(id)
@@ -148,10 +152,10 @@ impl Multiparts {
         // The part stops counting before a byte of it changes: a crash or a failure from
         // here on leaves it missing, to be sent again.
         if read_log(&dir).await?.contains_key(&target.number) {
-            append_log(&dir, &format!("{} -\n", target.number)).await?;
+            append_log(&dir, &format!("{} -", target.number)).await?;
         }
+        let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
         let stored = async {
-            let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
             file.seek(SeekFrom::Start(target.offset))
                 .await
                 .map_err(|e| BlobError::write(e, "cannot seek multipart data"))?;
@@ -189,13 +193,18 @@ impl Multiparts {
             Ok(())
         }
         .await;
-        // On failure, bytes of the failed send may be in the file: the part stays
-        // missing (an earlier copy of it was struck from the log above).
+        if stored.is_err() {
+            // A tokio file finishes a write on a blocking thread after `write` returned:
+            // wait for it (dropping what is still buffered) before the locks go, or those
+            // bytes could land after a completion hashed the file. The part stays
+            // missing (an earlier copy of it was struck from the log above).
+            let _ = file.into_inner().flush().await;
+        }
         stored?;
         append_log(
             &dir,
             &format!(
-                "{} {} {}\n",
+                "{} {} {}",
                 target.number,
                 target.size,
                 target.sha256.to_hex()
@@ -225,9 +234,14 @@ impl Multiparts {
     }
 
     /// Hashes the data file and moves it to `target` (a path in `blobs/`, whose folder
-    /// exists) with its sidecar, once no part is being written. `false` when there is no
-    /// such upload.
-    pub(super) async fn complete(&self, id: &str, target: &Path) -> Result<bool, BlobError> {
+    /// exists) with its sidecar, once no part is being written, if the parts are still
+    /// `parts`. `false` when there is no such upload.
+    pub(super) async fn complete(
+        &self,
+        id: &str,
+        parts: &[StoredPart],
+        target: &Path,
+    ) -> Result<bool, BlobError> {
         let dir = self.dir_of(id)?;
         let upload = self.upload(id);
         let whole = upload.whole.write().await;
@@ -241,6 +255,13 @@ impl Multiparts {
                     .into());
             }
         };
+        // The parts as they are now, with no part being written: a part sent again (or
+        // struck by a failed send) since the caller listed them makes this another
+        // object than the one the caller checked.
+        let now: Vec<StoredPart> = read_log(&dir).await?.into_values().collect();
+        if now != parts {
+            return Err(BlobError::PartsChanged);
+        }
         let sidecar = super::blobs::Sidecar {
             inode: std::os::unix::fs::MetadataExt::ino(&meta),
             size: meta.len(),
@@ -314,21 +335,24 @@ async fn read_log(dir: &Path) -> Result<BTreeMap<u32, StoredPart>, BlobError> {
         let Some(number) = fields.next().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        match (fields.next(), fields.next()) {
-            (Some(size), Some(sha)) => {
-                if let (Ok(size), Ok(sha256)) = (size.parse(), Sha256::parse(sha)) {
-                    parts.insert(
+        let record = match (fields.next(), fields.next(), fields.next()) {
+            (Some(size), Some(sha), None) => size.parse().ok().zip(Sha256::parse(sha).ok()),
+            _ => None,
+        };
+        match record {
+            Some((size, sha256)) => {
+                parts.insert(
+                    number,
+                    StoredPart {
                         number,
-                        StoredPart {
-                            number,
-                            size,
-                            sha256: Some(sha256),
-                            etag: None,
-                        },
-                    );
-                }
+                        size,
+                        sha256: Some(sha256),
+                        etag: None,
+                    },
+                );
             }
-            _ => {
+            // A strike, or a line a crash cut short: the part does not count.
+            None => {
                 parts.remove(&number);
             }
         }
@@ -346,14 +370,15 @@ async fn read_log(dir: &Path) -> Result<BTreeMap<u32, StoredPart>, BlobError> {
     Ok(parts)
 }
 
-/// Appends a line to the part log, durably.
+/// Appends a line to the part log, durably. Each line starts with a newline too, so one
+/// cut short by a crash never runs into the next.
 async fn append_log(dir: &Path, line: &str) -> Result<(), BlobError> {
     let appended = async {
         let mut log = fs::OpenOptions::new()
             .append(true)
             .open(dir.join("parts"))
             .await?;
-        log.write_all(line.as_bytes()).await?;
+        log.write_all(format!("\n{line}\n").as_bytes()).await?;
         log.flush().await?;
         log.sync_data().await
     }
@@ -362,4 +387,44 @@ async fn append_log(dir: &Path, line: &str) -> Result<(), BlobError> {
         std::io::ErrorKind::NotFound => BlobError::NoSuchUpload,
         _ => BlobError::write(e, "cannot write part log"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(n: u8) -> String {
+        Sha256([n; 32]).to_hex()
+    }
+
+    async fn parts_of(log: &str) -> Vec<(u32, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("parts"), log).unwrap();
+        read_log(dir.path())
+            .await
+            .unwrap()
+            .into_values()
+            .map(|p| (p.number, p.size))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_last_line_of_a_part_counts_and_a_cut_line_never_does() {
+        let log = format!("\n1 8 {}\n\n2 8 {}\n\n3 5 {}\n", sha(1), sha(2), sha(3));
+        assert_eq!(parts_of(&log).await, [(1, 8), (2, 8), (3, 5)]);
+        // Struck before it was written again, then recorded again.
+        let again = format!("{log}\n2 -\n\n2 8 {}\n", sha(9));
+        assert_eq!(parts_of(&again).await, [(1, 8), (2, 8), (3, 5)]);
+        // A crash after the strike: part 2 is missing.
+        assert_eq!(parts_of(&format!("{log}\n2 -\n")).await, [(1, 8), (3, 5)]);
+        // A record cut short by a crash does not count, nor does the part it names...
+        let cut = format!("{log}\n2 -\n\n2 8 {}", &sha(9)[..20]);
+        assert_eq!(parts_of(&cut).await, [(1, 8), (3, 5)]);
+        // ...and the next record, on a line of its own, is read whole.
+        let next = format!("{cut}\n4 8 {}\n", sha(4));
+        assert_eq!(parts_of(&next).await, [(1, 8), (3, 5), (4, 8)]);
+        // A cut strike strikes all the same.
+        let cut_strike = format!("{log}\n3 \n1 8 {}\n", sha(1));
+        assert_eq!(parts_of(&cut_strike).await, [(1, 8), (2, 8)]);
+    }
 }

@@ -129,8 +129,8 @@ async fn a_killed_multipart_upload_resumes_without_sending_the_stored_parts_agai
     }
     let had = stored.expect("no kill landed between two parts");
     let out = a.sync().await;
-    let said = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let resumed = said
         .lines()
         .find_map(|l| l.strip_prefix("resumed video.bin: "))
@@ -139,6 +139,12 @@ async fn a_killed_multipart_upload_resumes_without_sending_the_stored_parts_agai
     // Parts in flight when the client died may have landed since: never fewer.
     assert!(again >= had, "{again} parts reused, {had} were stored");
     let contents = server.contents("alice", &space).await;
-    assert_eq!(contents.get("video.bin"), Some(&crate::harness::sha256(&bytes)));
-    assert!(stored_parts(&server, &a).await.is_none(), "the upload is forgotten");
+    assert_eq!(
+        contents.get("video.bin"),
+        Some(&crate::harness::sha256(&bytes))
+    );
+    assert!(
+        stored_parts(&server, &a).await.is_none(),
+        "the upload is forgotten"
+    );
 }
