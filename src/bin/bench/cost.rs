@@ -24,6 +24,9 @@ use super::{Args, Client, Server, start_server_with};
 
 /// Each operation is measured this many times.
 const REPEAT: usize = 10;
+/// The multipart upload measured (small: moto keeps objects in memory), and how often.
+const MULTIPART_SIZE: u64 = 32 << 20;
+const MULTIPART_REPEAT: usize = 3;
 /// How long the idle server is watched for its background requests.
 const IDLE: Duration = Duration::from_secs(20);
 
@@ -135,6 +138,19 @@ pub async fn cost_runs(args: &Args, dir: &Path) -> anyhow::Result<String> {
     }
     rows.push(("`deleteFile`", meter.mean(&server).await?));
 
+    // A multipart upload, begin to commit, as the server counts it: its parts go from
+    // the client to S3 (one `UploadPart` each), which the server never sees.
+    let prepared = super::uploads::Prepared::new(MULTIPART_SIZE)?;
+    let meter = Meter::start(&server).await?;
+    for n in 0..MULTIPART_REPEAT {
+        super::uploads::upload(&client, &space, &format!("large-{n}.bin"), &prepared).await?;
+    }
+    let multipart = meter.per(&server, MULTIPART_REPEAT).await?;
+    rows.push((
+        "multipart upload of 32 MiB (4 parts; plus the client's 4 `UploadPart`)",
+        multipart,
+    ));
+
     // Event delivery: the same update with 1 and with 10 subscribers of the space; what
     // it costs beyond an update nobody follows is the delivery (in each replica).
     let live_file = create_file(&client, &space, "live.txt").await?;
@@ -188,6 +204,12 @@ pub async fn cost_runs(args: &Args, dir: &Path) -> anyhow::Result<String> {
             breakdown(counts)
         ));
     }
+    report.push_str(
+        "\nA multipart upload costs the server about the same whatever its size (one \
+         `ListParts` per 1,000 parts, a membership and upload read per 100 part URLs, and \
+         one streamed `GetObject` to hash the object whole); per GiB in parts of 8 MiB the \
+         client adds 128 `UploadPart` requests.\n",
+    );
     report.push_str(&format!(
         "\nBackground, per replica, while idle (per minute): {}. The sweeper adds one \
          `Query` per shard of the pending-uploads index (8) per `uploads.sweep_interval`.\n",
@@ -225,10 +247,15 @@ impl Meter {
 
     /// The requests since the start, per operation of `REPEAT`.
     async fn mean(self, server: &Server) -> anyhow::Result<Counts> {
+        self.per(server, REPEAT).await
+    }
+
+    /// The requests since the start, per operation of `n`.
+    async fn per(self, server: &Server, n: usize) -> anyhow::Result<Counts> {
         let mut mean = minus(&counts(server).await?, &self.0);
         mean.retain(|(service, operation), _| !background(service, operation));
         for value in mean.values_mut() {
-            *value /= REPEAT as f64;
+            *value /= n as f64;
         }
         Ok(mean)
     }

@@ -239,8 +239,13 @@ pub async fn memory_runs(
     Ok(())
 }
 
-fn rss_bytes(server: &Server) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()))?;
+pub fn rss_bytes(server: &Server) -> anyhow::Result<u64> {
+    rss_of(server.child.id())
+}
+
+/// A process's resident memory (VmRSS), in bytes.
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -1,7 +1,8 @@
 //! `filesync-bench`: measures the embedded backend over real HTTP from a separate
 //! process. It starts `filesync serve` as a child process, drives it with concurrent
 //! clients, prints the figures and (with `--write`) records them in BENCHMARKS.md. With
-//! `--aws-cost`, it counts the AWS backend's requests per operation instead (`cost`).
+//! `--aws-cost`, it counts the AWS backend's requests per operation instead (`cost`); with
+//! `--uploads`, it times large multipart uploads beside `dd` (`uploads`).
 //!
 //! Run: `cargo run --release --bin filesync-bench -- --write BENCHMARKS.md`
 
@@ -24,6 +25,7 @@ use sha2::Digest;
 
 mod cost;
 mod live;
+mod uploads;
 
 #[derive(Parser)]
 #[command(about = "Benchmark the embedded backend over HTTP, or count the AWS backend's requests")]
@@ -68,6 +70,13 @@ struct Args {
     /// the stack the `FILESYNC_STORAGE__*` variables name (see BENCHMARKS.md).
     #[arg(long)]
     aws_cost: bool,
+    /// Instead of the other runs: large multipart uploads, beside `dd` (see BENCHMARKS.md).
+    #[arg(long)]
+    uploads: bool,
+    /// Sizes of the upload runs (`100MB`, `1GiB`, ...).
+    #[arg(long, value_delimiter = ',', value_parser = uploads::parse_size,
+          default_value = "100MB,1000MB,1GiB")]
+    upload_sizes: Vec<(String, u64)>,
 }
 
 const MARKS: (&str, &str) = (
@@ -75,6 +84,7 @@ const MARKS: (&str, &str) = (
     "<!-- embedded-benchmark:end -->",
 );
 const COST_MARKS: (&str, &str) = ("<!-- aws-cost:start -->", "<!-- aws-cost:end -->");
+const UPLOAD_MARKS: (&str, &str) = ("<!-- uploads:start -->", "<!-- uploads:end -->");
 const UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) { updateFile(id: $id, baseVersion: $b, input: { metadata: [{ key: \"n\", value: $v }] }) { version } }";
 const CHANGES: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor } nextCursor hasMore } }";
 const CHANGES_WITH_URLS: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor downloadUrl } nextCursor hasMore } }";
@@ -112,6 +122,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (result, marks) = if args.aws_cost {
         (cost::cost_runs(&args, &dir).await, COST_MARKS)
+    } else if args.uploads {
+        (uploads::upload_runs(&args, &dir).await, UPLOAD_MARKS)
     } else {
         (bench(&args, &dir).await, MARKS)
     };
