@@ -463,6 +463,25 @@ async fn sizes_at_and_just_above_every_limit() {
     // An empty file has no parts.
     let empty = ticket(0, Some("MULTIPART")).await;
     assert_eq!(code(&empty), "BAD_INPUT", "{empty:#}");
+    // A space's own limit holds for multipart uploads too, at begin and at commit.
+    let limited = app.create_space("alice", "Limited").await;
+    app.gql(
+        "alice",
+        "mutation($s: ID!, $i: SpaceSettingsInput!) { updateSpaceSettings(spaceId: $s, input: $i) { id } }",
+        json!({ "s": limited, "i": { "maxFileSize": 10u64 << 30 } }),
+    )
+    .await;
+    let input = |size: u64| {
+        json!({ "spaceId": limited, "name": format!("l{size}"), "size": size, "sha256": sha,
+                "method": "MULTIPART" })
+    };
+    let within = begin_raw(&app, input(10 << 30)).await;
+    assert_eq!(
+        within["data"]["beginUpload"]["method"], "MULTIPART",
+        "{within:#}"
+    );
+    let beyond = begin_raw(&app, input((10 << 30) + 1)).await;
+    assert_eq!(code(&beyond), "PAYLOAD_TOO_LARGE", "{beyond:#}");
     // Sizes past 4 GiB come back exact.
     let odd = (5u64 << 30) + 7;
     let t = ticket(odd, None).await["data"]["beginUpload"].clone();
