@@ -100,16 +100,30 @@ pub(super) async fn post_blob(
     let Some(boundary) = boundary else {
         return Error::bad_input("the body must be multipart/form-data").into_response();
     };
-    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    // The body is timed as a PUT's is, and the fields before the file may take only
+    // `MAX_FORM_PREAMBLE` bytes (headers and boundaries included): the form is read
+    // before its signature can be checked, so nothing unchecked may grow without bound.
+    let limits = state.service.limits();
+    let file_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = capped_preamble(
+        timed(
+            body.into_data_stream().map_err(std::io::Error::other),
+            limits.body_idle_timeout,
+            limits.body_deadline,
+        ),
+        file_started.clone(),
+    );
+    let mut form = multer::Multipart::new(body, boundary);
     let mut fields: Vec<(String, String)> = Vec::new();
     let file = loop {
         let field = match form.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => return Error::bad_input("the form has no field `file`").into_response(),
-            Err(e) => return Error::bad_input(format!("malformed form: {e}")).into_response(),
+            Err(e) => return form_error(e),
         };
         let name = field.name().unwrap_or_default().to_owned();
         if name == "file" {
+            file_started.store(true, std::sync::atomic::Ordering::Relaxed);
             break field;
         }
         if fields.len() == MAX_FORM_FIELDS {
@@ -127,9 +141,7 @@ pub(super) async fn post_blob(
                         .into_response();
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Error::bad_input(format!("malformed form: {e}")).into_response();
-                }
+                Err(e) => return form_error(e),
             }
         }
         let Ok(value) = String::from_utf8(value) else {
@@ -194,18 +206,43 @@ pub(super) async fn post_blob(
             "the form's key and Content-Type must be those of the policy",
         );
     }
-    let limits = state.service.limits();
-    let body = timed(
-        file.map_err(std::io::Error::other),
-        limits.body_idle_timeout,
-        limits.body_deadline,
-    );
+    let body: crate::storage::ByteStream = Box::pin(file.map_err(std::io::Error::other));
     received_response(
         state
             .service
             .receive_upload(upload_id, Some(policy.content_type), body)
             .await,
     )
+}
+
+/// A form that could not be read: the client's (malformed, too large, too slow).
+fn form_error(e: multer::Error) -> Response {
+    Error::bad_input(format!("the form cannot be read: {e}")).into_response()
+}
+
+/// Bytes a form may send before its `file` field starts.
+const MAX_FORM_PREAMBLE: u64 = 64 * 1024;
+
+/// `body`, failing once it has sent more than [`MAX_FORM_PREAMBLE`] bytes while
+/// `file_started` is still false.
+fn capped_preamble(
+    body: crate::storage::ByteStream,
+    file_started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> crate::storage::ByteStream {
+    let mut read = 0u64;
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        if !file_started.load(std::sync::atomic::Ordering::Relaxed) {
+            read += chunk.len() as u64;
+            if read > MAX_FORM_PREAMBLE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the form's fields before the file are too large",
+                ));
+            }
+        }
+        Ok(chunk)
+    }))
 }
 
 /// One part of a multipart upload, at a URL that pins its length and SHA-256.

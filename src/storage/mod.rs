@@ -404,6 +404,13 @@ pub trait BlobStore: Send + Sync + 'static {
     ) -> Result<(), BlobError>;
     /// Removes a multipart upload and every part of it; an unknown one is fine.
     async fn abort_multipart(&self, key: &str, multipart_id: &str) -> Result<(), BlobError>;
+    /// Makes a POST form's object immune to the form being sent again: where a POST
+    /// cannot be made write-once (S3), the object is copied under a key no URL writes
+    /// (pending-tagged, like an upload, until committed) and the copy's key, size and
+    /// SHA-256 are answered; elsewhere the object as it is. `None` when there is none.
+    async fn seal(&self, key: &str) -> Result<Option<(String, BlobInfo)>, BlobError> {
+        Ok(self.head(key).await?.map(|info| (key.to_owned(), info)))
+    }
     /// The object's size and the SHA-256 of its whole content, read and hashed (streamed,
     /// in bounded memory) where the store does not hold that digest: S3 keeps only a
     /// checksum of part checksums for a multipart object.

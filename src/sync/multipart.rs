@@ -179,7 +179,8 @@ impl SyncService {
             // member of the space.
             self.role_in(user, upload.space_id).await?;
         }
-        let mut verifying = self.inner.verifications.get(id).is_some();
+        let mut verifying =
+            upload.state == UploadState::Pending && self.inner.verifications.get(id).is_some();
         let blobs = &self.inner.store.blobs;
         let (parts, missing) = match (&upload.multipart, upload.state) {
             (Some(m), UploadState::Pending) if !verifying => {
@@ -244,29 +245,37 @@ impl SyncService {
                 "part {number} has {planned} bytes, not {size}"
             )));
         }
-        let stored = self
-            .inner
-            .store
-            .blobs
-            .put_part(
-                PartTarget {
-                    key: &upload.blob_key,
-                    multipart_id: &multipart.store_id,
-                    number,
-                    offset,
-                    size,
-                    sha256,
-                    expires_at: upload.expires_at,
-                },
-                body,
-            )
-            .await
-            .map_err(|e| match e {
-                BlobError::NoSuchUpload => Error::UploadExpired(
-                    "the upload takes no more parts: it is committed, cancelled or expired".into(),
-                ),
-                other => other.into(),
-            })?;
+        // In a task of its own: a request dropped mid-part (a reset HTTP/2 stream) must not
+        // cancel the write halfway, where the store could not wait for the write still in
+        // flight before letting a completion read the file.
+        let blobs = self.inner.store.blobs.clone();
+        let key = upload.blob_key.clone();
+        let store_id = multipart.store_id.clone();
+        let expires_at = upload.expires_at;
+        let stored = tokio::spawn(async move {
+            blobs
+                .put_part(
+                    PartTarget {
+                        key: &key,
+                        multipart_id: &store_id,
+                        number,
+                        offset,
+                        size,
+                        sha256,
+                        expires_at,
+                    },
+                    body,
+                )
+                .await
+        })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("the part's write stopped: {e}")))?
+        .map_err(|e| match e {
+            BlobError::NoSuchUpload => Error::UploadExpired(
+                "the upload takes no more parts: it is committed, cancelled or expired".into(),
+            ),
+            other => other.into(),
+        })?;
         Ok(stored)
     }
 
@@ -309,18 +318,39 @@ impl SyncService {
                         }
                     }
                     // Completed already (by a commit that crashed or answered
-                    // UPLOAD_VERIFYING on another replica): only the hash is left.
-                    None => Vec::new(),
+                    // UPLOAD_VERIFYING on another replica): only the hash is left. With
+                    // no object either, it was aborted (a lifecycle rule): every part is
+                    // missing.
+                    None if blobs.head(&upload.blob_key).await?.is_some() => Vec::new(),
+                    None => {
+                        let missing = missing_parts(upload, &[]);
+                        return Err(Error::PartsMissing {
+                            count: missing.len(),
+                            missing,
+                        });
+                    }
                 };
                 let blobs = blobs.clone();
                 let key = upload.blob_key.clone();
                 let store_id = multipart.store_id.clone();
                 let permits = self.inner.verifications.permits.clone();
+                let service = self.clone();
                 self.inner.verifications.start(id, move || {
                     let task = tokio::spawn(async move {
-                        let _permit = permits.acquire_owned().await;
-                        blobs.complete_multipart(&key, &store_id, &parts).await?;
-                        blobs.digest(&key).await
+                        let result = async {
+                            blobs.complete_multipart(&key, &store_id, &parts).await?;
+                            // The permit bounds the whole-object reads (S3's digest),
+                            // not the wait for parts still arriving before completion.
+                            let _permit = permits.acquire_owned().await;
+                            blobs.digest(&key).await
+                        }
+                        .await;
+                        if result.is_err() {
+                            // A failure is not kept (whether or not a commit still waits
+                            // for it): the next commit tries again.
+                            service.inner.verifications.forget(id);
+                        }
+                        result
                     });
                     async move {
                         Arc::new(task.await.unwrap_or_else(|e| {

@@ -491,6 +491,8 @@ impl SyncService {
     async fn commit_pending(&self, upload: PendingUpload) -> Result<FileRecord> {
         let id = upload.id;
         if upload.state == UploadState::Committed {
+            self.inner.verifications.forget(id);
+            let file = self.committed_result(&upload).await?;
             // A PUT repeated after the commit (its first response lost) may have tagged
             // the object as pending again: untag it, whoever asks (the client's repeated
             // commit, or the storage event of that PUT), so the lifecycle rule never
@@ -499,35 +501,36 @@ impl SyncService {
                 .inner
                 .store
                 .blobs
-                .mark_committed(&upload.blob_key)
+                .mark_committed(&file.content.blob_key)
                 .await?
             {
-                tracing::error!(upload = %id, key = %upload.blob_key, "a committed upload's content is missing");
+                tracing::error!(upload = %id, key = %file.content.blob_key, "a committed upload's content is missing");
             }
-            return self.committed_result(&upload).await;
+            return Ok(file);
         }
         refuse_if_abandoned(&upload)?;
         // The author must still be allowed to write when the change is published.
         self.require_writer(&upload.author, upload.space_id).await?;
 
         let blobs = &self.inner.store.blobs;
+        // Where the version's content lives: the upload's key, or (a POST form on S3) a
+        // sealed copy of it.
+        let mut content_key = upload.blob_key.clone();
         if upload.method == UploadMethod::Multipart {
             let info = self.verify_multipart(&upload).await?;
             if info.size != upload.size || info.sha256 != Some(upload.sha256) {
                 return Err(self.refuse_content(&upload).await);
             }
         } else {
-            let mut info = blobs
-                .head(&upload.blob_key)
-                .await?
-                .ok_or_else(|| Error::UploadIncomplete("no bytes have been uploaded yet".into()))?;
-            if info.sha256.is_none() && upload.method == UploadMethod::Post {
-                // An S3 that kept no checksum from the form: hash the object (at most
-                // 5 GiB) rather than publish it unverified.
-                if let Some(digest) = blobs.digest(&upload.blob_key).await? {
-                    info = digest;
+            let no_bytes = || Error::UploadIncomplete("no bytes have been uploaded yet".into());
+            let info = match upload.method {
+                UploadMethod::Post => {
+                    let (key, info) = blobs.seal(&upload.blob_key).await?.ok_or_else(no_bytes)?;
+                    content_key = key;
+                    info
                 }
-            }
+                _ => blobs.head(&upload.blob_key).await?.ok_or_else(no_bytes)?,
+            };
             if info.size != upload.size {
                 return Err(Error::UploadIncomplete(format!(
                     "the stored object has {} bytes; {} were declared",
@@ -551,7 +554,7 @@ impl SyncService {
             .await?;
         // Unmark first: if publishing then fails, the upload stays pending and the sweeper
         // deletes the object; the reverse order could expire a committed object.
-        if !blobs.mark_committed(&upload.blob_key).await? {
+        if !blobs.mark_committed(&content_key).await? {
             // The object went after it was checked: a cancel or the sweeper on another
             // replica abandoned the upload meanwhile.
             refuse_if_abandoned(&self.pending(id).await?)?;
@@ -572,7 +575,7 @@ impl SyncService {
             name: upload.name.clone(),
             name_key: settings.key(&upload.name),
             content: Content {
-                blob_key: upload.blob_key.clone(),
+                blob_key: content_key.clone(),
                 size: upload.size,
                 sha256: upload.sha256,
                 content_type: upload.content_type.clone(),
@@ -591,6 +594,13 @@ impl SyncService {
         match published {
             Ok(file) => {
                 tracing::info!(upload = %id, file = %file.id, version = file.version, seq = file.seq, "upload committed");
+                if content_key != upload.blob_key {
+                    // The form's own object is garbage now (a form sent again stores it
+                    // anew, pending-tagged: the lifecycle rule's to remove).
+                    if let Err(e) = blobs.delete(&upload.blob_key).await {
+                        tracing::warn!(upload = %id, error = ?e, "cannot delete a sealed form's object");
+                    }
+                }
                 Ok(file)
             }
             // Another replica (or the storage event) committed it first.

@@ -71,6 +71,15 @@ export function defaultResumeStore(): ResumeStore {
   };
 }
 
+/** Commit refusals after which the upload can never publish: it is cancelled. */
+const FINAL_COMMIT_REFUSALS: string[] = [
+  'CONFLICT',
+  'CHECKSUM_MISMATCH',
+  'FORBIDDEN',
+  'PAYLOAD_TOO_LARGE',
+  'BAD_INPUT',
+];
+
 /** Parts hashed and given URLs together. */
 const URL_BATCH = 16;
 /** Sends of one part before the upload fails (it stays resumable). */
@@ -208,10 +217,12 @@ export async function upload(
         await new Promise((r) => setTimeout(r, e.retryAfterMs ?? 1000));
         continue;
       }
-      if (!(e instanceof FilesyncError) || e.code !== 'NETWORK' || attempt >= 4) {
-        if (!(e instanceof FilesyncError && e.code === 'NETWORK')) {
-          // Refused for good (a conflict, other bytes): give the pending upload up
-          // rather than leave it holding one of the user's pending slots.
+      const transient = e instanceof FilesyncError && e.transient;
+      if (!transient || attempt >= 4) {
+        // Refused for good (a conflict, other bytes, no right to write any more): give
+        // the pending upload up rather than leave it holding one of the user's pending
+        // slots. A transient failure keeps it (a multipart upload resumes).
+        if (e instanceof FilesyncError && FINAL_COMMIT_REFUSALS.includes(e.code)) {
           await forget();
           await client.request(CANCEL_UPLOAD, keys).catch(() => undefined);
         }

@@ -557,6 +557,49 @@ impl BlobStore for S3Blobs {
         }
     }
 
+    async fn seal(&self, key: &str) -> Result<Option<(String, BlobInfo)>, BlobError> {
+        // A POST has no `If-None-Match`: the form could be sent again after the commit,
+        // re-tagging or (where the checksum is not enforced) replacing the object. The
+        // version points at a copy instead, which S3 checksums whole as it copies.
+        let sealed = format!("{key}.sealed");
+        self.requests.s3("CopyObject");
+        match self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&sealed)
+            .copy_source(format!("{}/{key}", self.bucket))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+            .tagging(PENDING_TAG)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.code() == Some("NoSuchKey")) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_error(e)),
+        }
+        let info = match self.head(&sealed).await? {
+            Some(info) if info.sha256.is_some() => info,
+            // A store that computed no checksum for the copy: hash it (at most 5 GiB).
+            Some(_) => self
+                .digest(&sealed)
+                .await?
+                .ok_or_else(|| BlobError::Other(anyhow::anyhow!("the sealed copy vanished")))?,
+            None => {
+                return Err(BlobError::Other(anyhow::anyhow!(
+                    "the sealed copy vanished"
+                )));
+            }
+        };
+        Ok(Some((sealed, info)))
+    }
+
     async fn digest(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {
         // S3 holds no SHA-256 of a multipart object's whole content (only a checksum of
         // its parts' checksums): read it and hash it, in 64 KiB chunks.
