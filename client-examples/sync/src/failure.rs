@@ -44,6 +44,12 @@ pub enum Failure {
         total: usize,
         limit: String,
     },
+    /// The disk holding the folder is full: not even the state could be recorded.
+    #[error(
+        "the disk holding the folder is full: free some space, then run again (nothing \
+         recorded is lost)"
+    )]
+    DiskFull,
     /// Another run holds the folder.
     #[error("{0}")]
     Locked(String),
@@ -61,7 +67,8 @@ impl Failure {
             Failure::Unauthenticated(_) => 3,
             Failure::NoAccess(_) => 4,
             Failure::Unreachable(_) => 5,
-            Failure::Incomplete(_) => 6,
+            // A full disk leaves files unsynced, as a per-file problem does.
+            Failure::Incomplete(_) | Failure::DiskFull => 6,
             Failure::TooManyDeletes { .. } => 7,
             Failure::Locked(_) => 8,
         }
@@ -93,6 +100,9 @@ impl From<crate::scan::ScanError> for Failure {
 
 impl From<crate::state::StateError> for Failure {
     fn from(e: crate::state::StateError) -> Self {
+        if e.is_disk_full() {
+            return Failure::DiskFull;
+        }
         Failure::Other(e.to_string())
     }
 }

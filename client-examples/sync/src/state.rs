@@ -87,6 +87,14 @@ pub struct State {
 #[error("the state database in .filesync/ failed: {0}")]
 pub struct StateError(#[from] rusqlite::Error);
 
+impl StateError {
+    /// The disk holding the folder (and its `.filesync/`) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(&self.0, rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 type Result<T> = std::result::Result<T, StateError>;
 
 impl State {

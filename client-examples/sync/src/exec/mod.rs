@@ -56,6 +56,16 @@ enum StepError {
 
 impl From<StateError> for StepError {
     fn from(e: StateError) -> Self {
+        // A full disk is this step's problem, as for the file it writes: the pass goes
+        // on (a partial download that failed for lack of room is removed, so what it
+        // held frees up), and a step done but not recorded plans as nothing to do.
+        if e.is_disk_full() {
+            return StepError::Problem(
+                "the disk is full (the state in .filesync/ cannot be written); it is tried \
+                 again on the next pass"
+                    .into(),
+            );
+        }
         StepError::State(e)
     }
 }
