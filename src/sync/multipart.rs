@@ -106,16 +106,7 @@ impl SyncService {
         let upload = self.pending(id).await?;
         super::upload::check_token(&upload, token)?;
         self.check_token_holder(user, &upload).await?;
-        if upload.state == UploadState::Committed {
-            return Err(Error::bad_input("the upload is already committed"));
-        }
-        super::upload::refuse_if_abandoned(&upload)?;
-        let multipart = taking_parts(&upload)?;
-        if self.inner.verifications.get(id).is_some() {
-            return Err(Error::bad_input(
-                "the upload is being committed: it takes no more parts",
-            ));
-        }
+        let multipart = self.taking_parts(&upload)?;
         let mut seen = std::collections::HashSet::new();
         let mut checked = Vec::with_capacity(parts.len());
         for (number, sha256) in parts {
@@ -225,16 +216,7 @@ impl SyncService {
         body: ByteStream,
     ) -> Result<StoredPart> {
         let upload = self.pending(id).await?;
-        if upload.state == UploadState::Committed {
-            return Err(Error::bad_input("the upload is already committed"));
-        }
-        super::upload::refuse_if_abandoned(&upload)?;
-        let multipart = taking_parts(&upload)?;
-        if self.inner.verifications.get(id).is_some() {
-            return Err(Error::bad_input(
-                "the upload is being committed: it takes no more parts",
-            ));
-        }
+        let multipart = self.taking_parts(&upload)?;
         let Some((offset, planned)) = multipart.part_range(upload.size, number) else {
             return Err(Error::bad_input(format!(
                 "part {number} is not a part of this upload"
@@ -277,6 +259,29 @@ impl SyncService {
             other => other.into(),
         })?;
         Ok(stored)
+    }
+
+    /// The multipart plan of an upload that takes parts now (pending, multipart, not
+    /// being committed), or why it does not.
+    fn taking_parts<'u>(&self, upload: &'u PendingUpload) -> Result<&'u crate::domain::Multipart> {
+        if upload.state == UploadState::Committed {
+            return Err(Error::bad_input("the upload is already committed"));
+        }
+        super::upload::refuse_if_abandoned(upload)?;
+        let multipart = match (&upload.multipart, upload.method) {
+            (Some(m), UploadMethod::Multipart) => m,
+            _ => {
+                return Err(Error::bad_input(
+                    "this is not a multipart upload: send its bytes to the ticket's URL",
+                ));
+            }
+        };
+        if self.inner.verifications.get(upload.id).is_some() {
+            return Err(Error::bad_input(
+                "the upload is being committed: it takes no more parts",
+            ));
+        }
+        Ok(multipart)
     }
 
     /// The object of a multipart upload, complete and hashed whole: what
@@ -410,16 +415,6 @@ impl SyncService {
             Err(e) => return e.into(),
         }
         Error::ChecksumMismatch
-    }
-}
-
-/// The multipart plan of an upload that takes parts, or why it does not.
-fn taking_parts(upload: &PendingUpload) -> Result<&crate::domain::Multipart> {
-    match (&upload.multipart, upload.method) {
-        (Some(m), UploadMethod::Multipart) => Ok(m),
-        _ => Err(Error::bad_input(
-            "this is not a multipart upload: send its bytes to the ticket's URL",
-        )),
     }
 }
 

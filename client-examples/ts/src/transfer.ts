@@ -420,18 +420,7 @@ async function sendForm(
   if (typeof XMLHttpRequest !== 'undefined') {
     return sendXhr(ticket.url, {}, form, onProgress, signal, 'POST', blob.size);
   }
-  let response: Response;
-  try {
-    response = await client.fetch(ticket.url, {
-      method: 'POST',
-      body: form,
-      signal: signal ?? null,
-    });
-  } catch (e) {
-    if (signal?.aborted) throw aborted(signal);
-    throw new FilesyncError('NETWORK', `the upload failed: ${String(e)}`, { cause: e });
-  }
-  if (!response.ok) throw await storageError(response);
+  await store(client, ticket.url, { method: 'POST', body: form }, signal);
   onProgress(blob.size);
 }
 
@@ -462,15 +451,25 @@ async function sendBlob(
       onProgress(loaded);
     },
   });
+  const init = {
+    method: 'PUT',
+    headers: { ...headers, 'content-length': String(blob.size) },
+    body,
+    duplex: 'half',
+  } as RequestInit;
+  await store(client, url, init, signal);
+}
+
+/** A request that stores bytes (no XMLHttpRequest): its failures as typed errors. */
+async function store(
+  client: FilesyncClient,
+  url: string,
+  init: RequestInit,
+  signal?: AbortSignal,
+): Promise<void> {
   let response: Response;
   try {
-    response = await client.fetch(url, {
-      method: 'PUT',
-      headers: { ...headers, 'content-length': String(blob.size) },
-      body,
-      signal: signal ?? null,
-      duplex: 'half',
-    } as RequestInit);
+    response = await client.fetch(url, { ...init, signal: signal ?? null });
   } catch (e) {
     if (signal?.aborted) throw aborted(signal);
     throw new FilesyncError('NETWORK', `the upload failed: ${String(e)}`, { cause: e });
