@@ -21,6 +21,7 @@ pub struct Settings {
     pub subscriptions: SubscriptionSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub replication: ReplicationSettings,
 }
 
 /// Abuse limits, per user, applied by each replica to the requests it serves.
@@ -356,6 +357,122 @@ impl Default for LogSettings {
     }
 }
 
+/// Replication of committed content to more stores (DESIGN.md §8, ARCHITECTURE.md
+/// "Replication").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSettings {
+    /// Whether spaces replicate unless their owners turn it off (`settings.replication`).
+    pub default: bool,
+    /// How long a claimed copy is a worker's before another may take it over (renewed
+    /// while the copy runs).
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
+    /// How often each store's worker looks for due copies when nothing woke it.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Copies one server runs at once, per store.
+    pub copy_concurrency: usize,
+    /// The first retry of a failed copy; each further one waits twice as long.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Copy inside S3 (`CopyObject`) when both stores share the endpoint and credentials.
+    pub server_copy: bool,
+    /// Objects larger than this are streamed to an S3 store in parts of this size (each
+    /// part held in memory once, for its checksum); smaller ones in one request.
+    pub part_size: u64,
+    /// How often each server re-reads which objects its primary store lacks.
+    #[serde(with = "humantime_serde")]
+    pub degraded_refresh: Duration,
+    /// Embedded backend: whole downloads up to this size are hashed before they are
+    /// served, so a corrupt primary object is never served and falls over to a copy.
+    pub verify_reads_below: u64,
+    pub scrub: ScrubSettings,
+    /// At most 8. Ids are forever: never reuse one for another bucket or folder.
+    pub stores: Vec<StoreSettings>,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        Self {
+            default: false,
+            claim_lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            copy_concurrency: 4,
+            retry_initial: Duration::from_secs(2),
+            retry_max: Duration::from_secs(15 * 60),
+            server_copy: true,
+            part_size: 16 * 1024 * 1024,
+            degraded_refresh: Duration::from_secs(5),
+            verify_reads_below: 8 * 1024 * 1024,
+            scrub: ScrubSettings::default(),
+            stores: Vec::new(),
+        }
+    }
+}
+
+/// The background check of every store's objects against their checksums.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrubSettings {
+    pub enabled: bool,
+    /// Objects checked per second, by the whole cluster (one server scrubs at a time).
+    pub objects_per_second: f64,
+    /// Bytes read per second by checks that hash the object (folders; S3 objects whose
+    /// store keeps no SHA-256 of the whole).
+    pub bytes_per_second: u64,
+    /// The pause between two full passes.
+    #[serde(with = "humantime_serde")]
+    pub pass_interval: Duration,
+}
+
+impl Default for ScrubSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            objects_per_second: 20.0,
+            bytes_per_second: 32 * 1024 * 1024,
+            pass_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// An S3 bucket, at any endpoint (another provider or region).
+    S3,
+    /// A local folder (embedded backend only): another disk, say.
+    Folder,
+}
+
+/// One replica store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub id: String,
+    pub kind: StoreKind,
+    /// `folder`: where the objects go.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `s3`: the bucket, and where it is; unset, the backend's own endpoint and region.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    /// `s3`: static credentials; unset, the backend's own (the default chain).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+}
+
 /// A secret that never shows up in logs or `Debug` output.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -399,7 +516,70 @@ impl Settings {
             (1..=1000).contains(&settings.uploads.max_part_urls),
             "invalid configuration: uploads.max_part_urls must be 1 to 1000"
         );
+        settings.check_replication()?;
         Ok(settings)
+    }
+
+    /// Refuses a replication configuration that cannot work, before anything starts.
+    pub fn check_replication(&self) -> anyhow::Result<()> {
+        let r = &self.replication;
+        anyhow::ensure!(
+            r.stores.len() <= 8,
+            "invalid configuration: at most 8 replication.stores"
+        );
+        anyhow::ensure!(
+            r.copy_concurrency >= 1 && r.claim_lease >= Duration::from_secs(1),
+            "invalid configuration: replication.copy_concurrency must be at least 1 and \
+             replication.claim_lease at least 1s"
+        );
+        anyhow::ensure!(
+            r.part_size >= crate::domain::MIN_PART_SIZE
+                && r.part_size <= crate::domain::MAX_PART_SIZE,
+            "invalid configuration: replication.part_size must be 8 MiB to 5 GiB"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for store in &r.stores {
+            crate::domain::StoreId::parse(&store.id)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: replication.stores: {e}"))?;
+            anyhow::ensure!(
+                seen.insert(&store.id),
+                "invalid configuration: replication store id {:?} appears twice",
+                store.id
+            );
+            match store.kind {
+                StoreKind::Folder => {
+                    anyhow::ensure!(
+                        self.storage.backend == Backend::Embedded,
+                        "replication store {:?}: folder stores work only on the embedded backend",
+                        store.id
+                    );
+                    anyhow::ensure!(
+                        store.path.is_some(),
+                        "replication store {:?}: a folder store needs a path",
+                        store.id
+                    );
+                }
+                StoreKind::S3 => {
+                    anyhow::ensure!(
+                        cfg!(feature = "aws"),
+                        "replication store {:?}: s3 stores need a build with `--features aws`",
+                        store.id
+                    );
+                    anyhow::ensure!(
+                        store.bucket.is_some(),
+                        "replication store {:?}: an s3 store needs a bucket",
+                        store.id
+                    );
+                    anyhow::ensure!(
+                        store.access_key_id.is_some() == store.secret_access_key.is_some(),
+                        "replication store {:?}: give both access_key_id and secret_access_key, \
+                         or neither",
+                        store.id
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The base URL of signed blob URLs for a server bound to `addr`.

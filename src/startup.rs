@@ -45,14 +45,19 @@ impl App {
             .clone()
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         let url_signer = UrlSigner::derive(&url_secret);
-        let storage = storage::open(
-            &settings.storage,
-            OpenContext {
-                public_url: settings.public_url(addr),
-                url_signer: url_signer.clone(),
-            },
+        settings.check_replication()?;
+        let ctx = OpenContext {
+            public_url: settings.public_url(addr),
+            url_signer: url_signer.clone(),
+        };
+        let stores = storage::open_stores(
+            &settings.replication,
+            &storage::RequestCounter::default(),
+            &ctx,
         )
         .await?;
+        let mut storage = storage::open(&settings.storage, ctx).await?;
+        storage.stores = stores;
         let service = SyncService::new(storage, Limits::from_settings(&settings));
         let draining = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();
@@ -70,7 +75,7 @@ impl App {
             ),
             limits: Arc::new(http::limits::Limits::new(settings.limits.clone())),
             url_signer,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::with_replication(&service.replication_stats())),
             draining: draining.clone(),
             max_request_bytes: settings.server.max_request_bytes,
             subscriptions: settings.subscriptions.clone(),
@@ -130,6 +135,7 @@ impl App {
         let hub = tokio::spawn(self.service.clone().run_live_hub(stop.clone()));
         let feed = tokio::spawn(self.service.storage().feed.run(stop.clone()));
         let events = tokio::spawn(self.service.clone().run_storage_events(stop.clone()));
+        let replication = tokio::spawn(self.service.clone().run_replication(stop.clone()));
         let grace = self.settings.server.shutdown_grace;
         let draining = self.draining.clone();
         let signalled = self.shutdown.clone();
@@ -160,6 +166,7 @@ impl App {
         let _ = hub.await;
         let _ = feed.await;
         let _ = events.await;
+        let _ = replication.await;
         tracing::info!("stopped");
         result
     }

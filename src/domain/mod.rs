@@ -8,6 +8,7 @@ mod file;
 mod ids;
 mod media;
 mod name;
+mod replication;
 mod role;
 mod settings;
 mod upload;
@@ -22,6 +23,9 @@ pub use media::{
     DEFAULT_CONTENT_TYPE, essence, normalize_content_type, served_as_attachment, served_type,
 };
 pub use name::{FileName, NameKey, SpaceName};
+pub use replication::{
+    CopyOutcome, CopyRecord, CopyStatus, CopyTask, NewCopy, ReplicationJob, StoreId,
+};
 pub use role::Role;
 pub use settings::{Refusal, SpaceSettings};
 pub use upload::{

@@ -21,6 +21,10 @@ pub struct SpaceSettings {
     /// maps onto a folder on Windows and macOS too. Set while the space has no files.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub case_sensitive_names: bool,
+    /// Whether committed content is copied to the replica stores: `None` follows the
+    /// server's `replication.default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<bool>,
 }
 
 /// Why a file may not be stored in a space.
@@ -90,6 +94,7 @@ impl SpaceSettings {
             allowed_content_types: types,
             allowed_extensions: exts,
             case_sensitive_names,
+            replication: None,
         })
     }
 

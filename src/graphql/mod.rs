@@ -16,6 +16,7 @@ mod mutation;
 pub mod nulls;
 mod query;
 mod query_cache;
+pub mod replication;
 mod subscription;
 
 pub use query_cache::QueryCache;

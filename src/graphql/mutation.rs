@@ -53,24 +53,22 @@ impl Mutation {
     ) -> async_graphql::Result<Space> {
         let user = viewer(ctx)?;
         let space_id = parse_id(&space_id)?;
-        // Left out, how names compare stays as it is.
-        let case_sensitive = match input.case_sensitive_names {
-            Some(value) => value,
-            None => {
-                service(ctx)
-                    .space_settings(user, space_id)
-                    .await
-                    .gql()?
-                    .case_sensitive_names
-            }
-        };
-        let settings = crate::domain::SpaceSettings::parse(
+        // Left out, how names compare and whether the space replicates stay as they are.
+        let current = service(ctx).space_settings(user, space_id).await.gql()?;
+        let case_sensitive = input
+            .case_sensitive_names
+            .unwrap_or(current.case_sensitive_names);
+        let mut settings = crate::domain::SpaceSettings::parse(
             input.max_file_size.map(|s| s.0),
             input.allowed_content_types.unwrap_or_default(),
             input.allowed_extensions.unwrap_or_default(),
             case_sensitive,
         )
         .map_err(|e| bad_input(e.0))?;
+        settings.replication = match input.replication {
+            Some(mode) => mode.setting(),
+            None => current.replication,
+        };
         let (space, role) = service(ctx)
             .update_space_settings(user, space_id, settings)
             .await
@@ -79,6 +77,23 @@ impl Mutation {
             space,
             role: Some(role),
         })
+    }
+
+    /// Starts a repair of the space's replication (owners only): the copies its versions
+    /// lack are queued, and every store's copy is checked against its checksum, at the
+    /// scrub's pace; what is missing or corrupt is copied again. Asking while a repair
+    /// runs starts it over.
+    async fn repair_space(
+        &self,
+        ctx: &Context<'_>,
+        space_id: ID,
+    ) -> async_graphql::Result<super::replication::ReplicationStatus> {
+        let space = parse_id(&space_id)?;
+        Ok(service(ctx)
+            .repair_space(viewer(ctx)?, space)
+            .await
+            .gql()?
+            .into())
     }
 
     /// Phase one of an upload: a pending version and a presigned URL to send the bytes to.

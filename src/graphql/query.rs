@@ -44,6 +44,22 @@ impl Query {
             .collect())
     }
 
+    /// Where a space's replication stands, store by store (owners only): copies pending,
+    /// failed and OK, the oldest pending one and the lag. Reads every copy record of the
+    /// space.
+    async fn replication_status(
+        &self,
+        ctx: &Context<'_>,
+        space_id: ID,
+    ) -> async_graphql::Result<super::replication::ReplicationStatus> {
+        let space = parse_id(&space_id)?;
+        Ok(service(ctx)
+            .replication_status(viewer(ctx)?, space)
+            .await
+            .gql()?
+            .into())
+    }
+
     /// A space the caller belongs to; null otherwise.
     async fn space(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Space>> {
         let found = service(ctx)

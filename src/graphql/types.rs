@@ -293,6 +293,9 @@ pub struct SpaceSettings {
     /// `readme.md`). Off by default: names are unique ignoring case and look-alike
     /// characters, so that the space maps onto a folder on every common file system.
     pub case_sensitive_names: bool,
+    /// Whether new content is copied to the server's replica stores (`DEFAULT`: as the
+    /// server's `replication.default` says; `replicationStatus` tells which).
+    pub replication: super::replication::ReplicationMode,
 }
 
 impl From<domain::SpaceSettings> for SpaceSettings {
@@ -302,6 +305,7 @@ impl From<domain::SpaceSettings> for SpaceSettings {
             allowed_content_types: s.allowed_content_types,
             allowed_extensions: s.allowed_extensions,
             case_sensitive_names: s.case_sensitive_names,
+            replication: super::replication::ReplicationMode::of(s.replication),
         }
     }
 }
@@ -319,6 +323,9 @@ pub struct SpaceSettingsInput {
     /// Names that differ only in case are different files; null: as it is now. Can change
     /// only before the space's first file.
     pub case_sensitive_names: Option<bool>,
+    /// Whether new content is copied to the replica stores; null: as it is now. Turning
+    /// it on copies the files already there too.
+    pub replication: Option<super::replication::ReplicationMode>,
 }
 
 #[derive(SimpleObject, Clone)]
@@ -412,6 +419,29 @@ impl File {
     async fn metadata(&self) -> Vec<MetadataEntry> {
         metadata(&self.0.metadata)
     }
+    /// Each store's copy of this version's content (owners only; empty when the space
+    /// does not replicate). Counted as a page of 10 in the complexity limit.
+    #[graphql(complexity = "10usize.saturating_mul(child_complexity)")]
+    async fn replicas(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<super::replication::Replica>> {
+        replicas(ctx, self.0.space_id, &self.0.content).await
+    }
+}
+
+async fn replicas(
+    ctx: &Context<'_>,
+    space: domain::SpaceId,
+    content: &domain::Content,
+) -> async_graphql::Result<Vec<super::replication::Replica>> {
+    Ok(service(ctx)
+        .replicas(viewer(ctx)?, space, content)
+        .await
+        .gql()?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 /// One immutable version in a file's history.
@@ -466,10 +496,18 @@ impl FileVersion {
             return Ok(None);
         }
         service(ctx)
-            .content_url(&self.0.content)
+            .content_url(self.0.space_id, &self.0.content)
             .await
             .map(Some)
             .gql()
+    }
+    /// Each store's copy of this version's content (owners only).
+    #[graphql(complexity = "10usize.saturating_mul(child_complexity)")]
+    async fn replicas(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<super::replication::Replica>> {
+        replicas(ctx, self.0.space_id, &self.0.content).await
     }
 }
 

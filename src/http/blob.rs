@@ -311,7 +311,7 @@ pub(super) async fn get_blob(
     // An unparsable or multi-range header is ignored, as RFC 9110 allows.
     let range = headers.get(RANGE).and_then(parse_range);
     let key = format!("{space}/{upload}");
-    let read = match state.service.storage().blobs.get(&key, range).await {
+    let read = match state.service.open_content(&key, range).await {
         Ok(Some(read)) => read,
         Ok(None) => return Error::NotFound("content").into_response(),
         Err(crate::storage::BlobError::RangeNotSatisfiable { total_size }) => {

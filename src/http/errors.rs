@@ -24,6 +24,7 @@ fn status_of(error: &Error) -> StatusCode {
         Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         Error::SlowSubscriber(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        Error::ContentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -136,6 +136,40 @@ impl Default for Metrics {
     }
 }
 
+impl Metrics {
+    /// The metrics, with replication's (which the sync service keeps) registered too.
+    pub fn with_replication(stats: &crate::sync::ReplicationStats) -> Self {
+        let mut metrics = Self::default();
+        let registry = &mut metrics.registry;
+        registry.register(
+            "replication_copies",
+            "Copies finished by this server, by store and result (copied, failed, removed)",
+            stats.copies.clone(),
+        );
+        registry.register(
+            "replication_copied_bytes",
+            "Bytes copied into each store by this server",
+            stats.bytes.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "From a version's commit to its copy being verified in a store",
+            stats.lag.clone(),
+        );
+        registry.register(
+            "replication_found_bad",
+            "Copies found missing or corrupt (by the scrub, a repair or a read), by store",
+            stats.found_bad.clone(),
+        );
+        registry.register(
+            "replication_checked",
+            "Copies checked against their checksum by the scrub and repairs, by store",
+            stats.checked.clone(),
+        );
+        metrics
+    }
+}
+
 pub(super) async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()

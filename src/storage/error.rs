@@ -52,6 +52,9 @@ pub enum BlobError {
     /// Completing found other parts than the ones listed (a part sent again meanwhile).
     #[error("the parts changed while the upload was being completed")]
     PartsChanged,
+    /// No store holds an intact copy of the object just now (replication).
+    #[error("no intact copy of the content can be read just now")]
+    Unavailable,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

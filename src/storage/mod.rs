@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Backend, StorageSettings};
 use crate::domain::{
     Change, ChangeKind, Content, FileId, FileName, FileRecord, Metadata, Millis, NameKey,
-    PendingUpload, Role, Sha256, SpaceId, SpaceName, SpaceSettings, UploadId, UserId,
+    PendingUpload, Role, Sha256, SpaceId, SpaceName, SpaceSettings, StoreId, UploadId, UserId,
     VersionRecord,
 };
 
@@ -26,10 +26,12 @@ use crate::domain::{
 pub mod aws;
 pub mod embedded;
 mod error;
+mod replication;
 mod requests;
 pub mod url_signing;
 
 pub use error::{BlobError, StoreError};
+pub use replication::CopyQueue;
 pub use requests::RequestCounter;
 
 /// A space as stored.
@@ -69,6 +71,10 @@ pub struct Publish {
     pub at: Millis,
     /// The pending upload this change commits; it must still be pending.
     pub upload: Option<UploadId>,
+    /// The stores to copy the content to, queued in the same atomic write (see
+    /// [`CopyQueue`]): the primary's copy recorded `OK`, the others `PENDING`. Empty for
+    /// a change that stores no new content, or when the space does not replicate.
+    pub copy_to: Vec<StoreId>,
 }
 
 /// What the change feed reports once the store has made a write durable. A notice is a
@@ -415,6 +421,74 @@ pub trait BlobStore: Send + Sync + 'static {
     /// in bounded memory) where the store does not hold that digest: S3 keeps only a
     /// checksum of part checksums for a multipart object.
     async fn digest(&self, key: &str) -> Result<Option<BlobInfo>, BlobError>;
+
+    /// Stores a copy of committed content: `body` must be exactly `size` bytes hashing to
+    /// `sha256`, or nothing is stored ([`BlobError::ChecksumMismatch`]). Streamed, in
+    /// bounded memory; never marked pending (a lifecycle rule must not expire it).
+    async fn put_copy(
+        &self,
+        key: &str,
+        body: ByteStream,
+        size: u64,
+        sha256: Sha256,
+        content_type: Option<&str>,
+    ) -> Result<(), BlobError>;
+    /// Copies `key` from `source` inside the object store itself, when both are reached
+    /// with the same endpoint and credentials: `Ok(false)` when it cannot (the caller
+    /// streams instead). The copy is checked against `sha256` where the store reports it.
+    async fn copy_within(
+        &self,
+        _source: &CopySource,
+        _key: &str,
+        _size: u64,
+        _sha256: Sha256,
+    ) -> Result<bool, BlobError> {
+        Ok(false)
+    }
+    /// What a server-side copy from this store needs to know of it; `None`: none can.
+    fn copy_source(&self) -> Option<CopySource> {
+        None
+    }
+    /// Checks an object against its size and SHA-256. `deep` reads and hashes it; else the
+    /// store's own record of the digest is trusted where it keeps one.
+    async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: Sha256,
+        deep: bool,
+    ) -> Result<Verdict, BlobError> {
+        let info = if deep {
+            self.digest(key).await?
+        } else {
+            match self.head(key).await? {
+                Some(info) if info.sha256.is_none() => self.digest(key).await?,
+                other => other,
+            }
+        };
+        Ok(match info {
+            None => Verdict::Missing,
+            Some(info) if info.size == size && info.sha256 == Some(sha256) => Verdict::Intact,
+            Some(_) => Verdict::Corrupt,
+        })
+    }
+}
+
+/// A store's address for server-side copies: the copy can run inside the object store
+/// when the destination reaches it with the same `group` (endpoint and credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    pub group: String,
+    pub bucket: String,
+}
+
+/// What a check of one object found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Intact,
+    Missing,
+    /// Other bytes than the version's (or another size).
+    Corrupt,
 }
 
 /// The source of notices (embedded: the writer's commit log; AWS: DynamoDB Streams).
@@ -461,6 +535,17 @@ pub struct Storage {
     pub events: Option<Arc<dyn StorageEvents>>,
     /// Requests made to the services behind the backend (none for the embedded one).
     pub requests: RequestCounter,
+    /// The copy queue of replication (kept by the metadata store).
+    pub copies: Arc<dyn CopyQueue>,
+    /// The replica stores (`replication.stores`), in configuration order.
+    pub stores: Vec<ReplicaStore>,
+}
+
+/// One replica store, opened.
+#[derive(Clone)]
+pub struct ReplicaStore {
+    pub id: StoreId,
+    pub blobs: Arc<dyn BlobStore>,
 }
 
 /// What the storage layer needs from the running server to open a backend.
@@ -485,6 +570,45 @@ pub async fn open(settings: &StorageSettings, ctx: OpenContext) -> anyhow::Resul
             "storage backend \"aws\" is not in this build: build with `--features aws`"
         ),
     }
+}
+
+/// Opens the replica stores of `replication.stores` (checked by
+/// [`crate::config::Settings::check_replication`]).
+pub async fn open_stores(
+    settings: &crate::config::ReplicationSettings,
+    requests: &RequestCounter,
+    ctx: &OpenContext,
+) -> anyhow::Result<Vec<ReplicaStore>> {
+    use anyhow::Context as _;
+    let mut stores = Vec::new();
+    for store in &settings.stores {
+        let id = StoreId::parse(&store.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let blobs: Arc<dyn BlobStore> = match store.kind {
+            crate::config::StoreKind::Folder => {
+                let path = store.path.as_ref().context("a folder store needs a path")?;
+                Arc::new(
+                    embedded::LocalBlobStore::open(
+                        path,
+                        ctx.public_url.clone(),
+                        ctx.url_signer.clone(),
+                    )
+                    .with_context(|| format!("store {id}: cannot open {}", path.display()))?,
+                )
+            }
+            #[cfg(feature = "aws")]
+            crate::config::StoreKind::S3 => Arc::new(
+                aws::open_replica_store(store, settings.part_size, requests.clone()).await?,
+            ),
+            #[cfg(not(feature = "aws"))]
+            crate::config::StoreKind::S3 => {
+                let _ = requests;
+                anyhow::bail!("store {id}: s3 stores need a build with `--features aws`")
+            }
+        };
+        tracing::info!(store = %id, kind = ?store.kind, "replica store opened");
+        stores.push(ReplicaStore { id, blobs });
+    }
+    Ok(stores)
 }
 
 /// The least string greater than every string that starts with `prefix`, or `None` when

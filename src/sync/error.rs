@@ -43,6 +43,10 @@ pub enum Error {
     /// A per-user limit is reached; the message says which and what frees it.
     #[error("{0}")]
     RateLimited(String),
+    /// No store holds an intact copy of the content just now: the server's problem
+    /// (repairs are queued), not the client's.
+    #[error("the content cannot be read just now: no intact copy is reachable; try again later")]
+    ContentUnavailable,
     /// The server's store has no room left: nothing was written; try again later.
     #[error("the server's storage is full; nothing was stored, try again later")]
     StorageFull,
@@ -84,6 +88,7 @@ impl Error {
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::RateLimited(_) => "RATE_LIMITED",
             Error::StorageFull => "STORAGE_FULL",
+            Error::ContentUnavailable => "CONTENT_UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -138,6 +143,7 @@ impl From<BlobError> for Error {
             BlobError::PartsChanged => Error::UploadIncomplete(
                 "a part was sent again while the upload was being committed; commit again".into(),
             ),
+            BlobError::Unavailable => Error::ContentUnavailable,
             BlobError::Other(e) => Error::Internal(e),
         }
     }

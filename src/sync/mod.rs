@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use crate::domain::{Content, FileRecord, Millis, VersionRecord};
+use crate::domain::{Content, FileRecord, Millis, SpaceId, VersionRecord};
 use crate::storage::Storage;
 
 mod access;
@@ -16,6 +16,7 @@ mod locks;
 mod modify;
 mod multipart;
 mod read;
+mod replication;
 mod spaces;
 mod storage_events;
 mod sweeper;
@@ -28,6 +29,7 @@ pub use live::{HubStats, LiveEvent, LiveStream, SharedChange, lock};
 pub use modify::FileUpdate;
 pub use multipart::{PartUrl, UploadStatus};
 pub use read::{ChangePage, FilePage};
+pub use replication::{ReplicationStats, ReplicationStatus, StoreStatus};
 pub use upload::{NewUpload, ReceivedUpload, UploadTicket};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +57,7 @@ pub struct Limits {
     pub multipart_threshold: u64,
     pub max_part_urls: usize,
     pub commit_wait: Duration,
+    pub replication: crate::config::ReplicationSettings,
 }
 
 impl Limits {
@@ -75,6 +78,7 @@ impl Limits {
             multipart_threshold: settings.uploads.multipart_threshold,
             max_part_urls: settings.uploads.max_part_urls,
             commit_wait: settings.uploads.commit_wait,
+            replication: settings.replication.clone(),
         }
     }
 }
@@ -92,13 +96,16 @@ struct Inner {
     verifications: multipart::Verifications,
     hub: live::Hub,
     replays: live::ReplayPermits,
+    replication: replication::Replication,
 }
 
 impl SyncService {
     pub fn new(store: Storage, limits: Limits) -> Self {
         let hub = live::Hub::new(&*store.feed, store.meta.clone(), limits.subscriber_buffer);
+        let replication = replication::Replication::new(limits.replication.clone(), &store);
         Self {
             inner: Arc::new(Inner {
+                replication,
                 store,
                 replays: live::ReplayPermits::new(limits.replays_per_user),
                 limits,
@@ -128,22 +135,16 @@ impl SyncService {
         if file.deleted {
             return Ok(None);
         }
-        self.content_url(&file.content).await.map(Some)
+        self.content_url(file.space_id, &file.content)
+            .await
+            .map(Some)
     }
 
-    /// A short-lived download URL for some content.
-    pub async fn content_url(&self, content: &Content) -> Result<String> {
+    /// A short-lived download URL for some content of `space`, from a store that holds
+    /// it (see `replication`).
+    pub async fn content_url(&self, space: SpaceId, content: &Content) -> Result<String> {
         let expires_at = now() + millis(self.inner.limits.download_ttl);
-        Ok(self
-            .inner
-            .store
-            .blobs
-            .presign_get(
-                &content.blob_key,
-                Some(&crate::domain::served_type(content.content_type.as_deref())),
-                expires_at,
-            )
-            .await?)
+        self.presign_content(space, content, expires_at).await
     }
 }
 

@@ -69,6 +69,7 @@ impl SyncService {
             actor: user.clone(),
             at: now(),
             upload: None,
+            copy_to: Vec::new(),
         })
         .await
     }
@@ -109,6 +110,7 @@ impl SyncService {
                     actor: user.clone(),
                     at: now(),
                     upload: None,
+                    copy_to: Vec::new(),
                 })
                 .await;
             match result {
@@ -175,6 +177,7 @@ impl SyncService {
             actor: user.clone(),
             at: now(),
             upload: None,
+            copy_to: Vec::new(),
         })
         .await
     }

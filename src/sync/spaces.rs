@@ -169,8 +169,8 @@ impl SyncService {
             )));
         }
         let meta = &self.inner.store.meta;
-        let renames =
-            settings.case_sensitive_names != self.settings_of(space).await?.case_sensitive_names;
+        let before = self.settings_of(space).await?;
+        let renames = settings.case_sensitive_names != before.case_sensitive_names;
         if !meta
             .set_space_settings(space, settings.clone(), renames)
             .await?
@@ -180,6 +180,8 @@ impl SyncService {
             ));
         }
         tracing::info!(%space, by = %user, ?settings, "space settings changed");
+        self.replication_setting_changed(space, &before, &settings)
+            .await?;
         let space = meta.space(space).await?.ok_or(Error::NotFound("space"))?;
         Ok((space, role))
     }

@@ -585,6 +585,7 @@ impl SyncService {
             actor: upload.author.clone(),
             at: now(),
             upload: Some(upload.id),
+            copy_to: self.inner.replication.copy_targets(&settings),
         };
         let published = self.inner.store.meta.publish(change).await;
         if !matches!(published, Err(StoreError::Other(_) | StoreError::Full)) {
@@ -594,6 +595,9 @@ impl SyncService {
         match published {
             Ok(file) => {
                 tracing::info!(upload = %id, file = %file.id, version = file.version, seq = file.seq, "upload committed");
+                // The copies were queued with the version: the workers take them from
+                // here; the commit never waits for a store.
+                self.inner.replication.wake_all();
                 if content_key != upload.blob_key {
                     // The form's own object is garbage now (a form sent again stores it
                     // anew, pending-tagged: the lifecycle rule's to remove).

@@ -282,7 +282,7 @@ impl TestApp {
     }
 
     /// An S3 client on the app's bucket, on AWS.
-    async fn s3(&self) -> Option<(aws_sdk_s3::Client, String)> {
+    pub async fn s3(&self) -> Option<(aws_sdk_s3::Client, String)> {
         let stack = std::fs::read(self.data_dir.path().join("aws-stack.json")).ok()?;
         let stack: Value = serde_json::from_slice(&stack).unwrap();
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;

@@ -28,6 +28,7 @@ mod post_form;
 mod process;
 mod races;
 mod replicas;
+mod replication;
 mod restart;
 mod schema;
 mod space_settings;

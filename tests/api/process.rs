@@ -19,9 +19,22 @@ impl ServerProcess {
     /// Starts `filesync serve` on `data_dir` (port 0) with `env`, and waits until it
     /// listens.
     pub async fn start(data_dir: &Path, env: &[(String, String)]) -> Self {
+        Self::start_with(data_dir, env, None).await
+    }
+
+    /// [`ServerProcess::start`], with a configuration file (`--config`).
+    pub async fn start_with(
+        data_dir: &Path,
+        env: &[(String, String)],
+        config: Option<&Path>,
+    ) -> Self {
         let mut command = Command::new(BIN);
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("FILESYNC_LOG__FORMAT", "json")

@@ -10,6 +10,7 @@
 #[path = "../common/aws_stack.rs"]
 mod aws_stack;
 mod blobs;
+mod copies;
 mod metadata;
 mod strict_s3;
 

@@ -55,6 +55,7 @@ fn change(space: SpaceId, file: FileId, base: Option<u32>, name: &str, tag: u8) 
         actor: user("alice"),
         at: 1_000 + i64::from(tag),
         upload: None,
+        copy_to: Vec::new(),
     }
 }
 

@@ -127,6 +127,11 @@ export interface File {
    * User metadata (at most 64 entries; counted as 64 in the complexity limit).
    */
   metadata: MetadataEntry[];
+  /**
+   * Each store's copy of this version's content (owners only; empty when the space
+   * does not replicate). Counted as a page of 10 in the complexity limit.
+   */
+  replicas: Replica[];
 }
 
 export interface FileConnection {
@@ -179,6 +184,10 @@ export interface FileVersion {
    */
   metadata: MetadataEntry[];
   downloadUrl: Scalars['String'] | null;
+  /**
+   * Each store's copy of this version's content (owners only).
+   */
+  replicas: Replica[];
 }
 
 export interface FileVersionConnection {
@@ -244,6 +253,13 @@ export interface Mutation {
    * (owners only).
    */
   updateSpaceSettings: Space;
+  /**
+   * Starts a repair of the space's replication (owners only): the copies its versions
+   * lack are queued, and every store's copy is checked against its checksum, at the
+   * scrub's pace; what is missing or corrupt is copied again. Asking while a repair
+   * runs starts it over.
+   */
+  repairSpace: ReplicationStatus;
   /**
    * Phase one of an upload: a pending version and a presigned URL to send the bytes to.
    */
@@ -318,6 +334,12 @@ export interface Query {
    */
   spaces: Space[];
   /**
+   * Where a space's replication stands, store by store (owners only): copies pending,
+   * failed and OK, the oldest pending one and the lag. Reads every copy record of the
+   * space.
+   */
+  replicationStatus: ReplicationStatus;
+  /**
    * A space the caller belongs to; null otherwise.
    */
   space: Space | null;
@@ -353,6 +375,76 @@ export interface Query {
    * crashed or reloaded sends only what is missing.
    */
   uploadStatus: UploadStatus;
+}
+
+/**
+ * One store's copy of a version's content.
+ */
+export interface Replica {
+  /**
+   * The store's id (`primary`: the server's own bucket or folder).
+   */
+  store: Scalars['String'];
+  primary: Scalars['Boolean'];
+  status: ReplicaStatus;
+  /**
+   * Failed attempts since the copy was queued (or last found bad).
+   */
+  attempts: Scalars['Int'];
+  /**
+   * Why the last attempt failed, or why the copy was queued again.
+   */
+  lastError: Scalars['String'] | null;
+  updatedAt: Scalars['DateTime'];
+}
+
+/**
+ * Where one store's copy of a version's content stands.
+ */
+export type ReplicaStatus =
+  | 'PENDING'
+  | 'OK'
+  | 'FAILED'
+  | 'REMOVING';
+export const ReplicaStatusValues: readonly ReplicaStatus[] = ['PENDING', 'OK', 'FAILED', 'REMOVING'];
+
+/**
+ * A walk over a space's versions.
+ */
+export interface ReplicationJob {
+  kind: ReplicationJobKind;
+  startedAt: Scalars['DateTime'];
+  done: Scalars['Boolean'];
+}
+
+export type ReplicationJobKind =
+  | 'BACKFILL'
+  | 'REPAIR';
+export const ReplicationJobKindValues: readonly ReplicationJobKind[] = ['BACKFILL', 'REPAIR'];
+
+/**
+ * Whether a space copies its content to the replica stores.
+ */
+export type ReplicationMode =
+  | 'DEFAULT'
+  | 'ON'
+  | 'OFF';
+export const ReplicationModeValues: readonly ReplicationMode[] = ['DEFAULT', 'ON', 'OFF'];
+
+/**
+ * Where a space's replication stands (owners only).
+ */
+export interface ReplicationStatus {
+  spaceId: Scalars['ID'];
+  /**
+   * Whether new content of the space is copied to the replica stores.
+   */
+  replicated: Scalars['Boolean'];
+  stores: StoreReplicationStatus[];
+  /**
+   * The space's last backfill or repair, if any.
+   */
+  job: ReplicationJob | null;
 }
 
 export type Role =
@@ -416,6 +508,11 @@ export interface SpaceSettings {
    * characters, so that the space maps onto a folder on every common file system.
    */
   caseSensitiveNames: Scalars['Boolean'];
+  /**
+   * Whether new content is copied to the server's replica stores (`DEFAULT`: as the
+   * server's `replication.default` says; `replicationStatus` tells which).
+   */
+  replication: ReplicationMode;
 }
 
 /**
@@ -440,6 +537,11 @@ export interface SpaceSettingsInput {
    * only before the space's first file.
    */
   caseSensitiveNames?: Scalars['Boolean'] | null;
+  /**
+   * Whether new content is copied to the replica stores; null: as it is now. Turning
+   * it on copies the files already there too.
+   */
+  replication?: ReplicationMode | null;
 }
 
 /**
@@ -452,6 +554,30 @@ export interface StoredObject {
    * Its SHA-256 (hex), when the store can say.
    */
   sha256: Scalars['String'] | null;
+}
+
+/**
+ * One store's copies of a space, counted.
+ */
+export interface StoreReplicationStatus {
+  store: Scalars['String'];
+  primary: Scalars['Boolean'];
+  /**
+   * False for a store taken out of the configuration (its records are kept).
+   */
+  configured: Scalars['Boolean'];
+  pending: Scalars['Int'];
+  failed: Scalars['Int'];
+  ok: Scalars['Int'];
+  removing: Scalars['Int'];
+  /**
+   * When the oldest version not yet copied here was committed.
+   */
+  oldestPendingAt: Scalars['DateTime'] | null;
+  /**
+   * Seconds since then (0 when everything is copied).
+   */
+  lagSeconds: Scalars['Float'];
 }
 
 export interface Subscription {

@@ -286,6 +286,7 @@ async fn seed(dir: &Path, n: usize) -> anyhow::Result<String> {
                 actor: owner.clone(),
                 at: now(),
                 upload: None,
+                copy_to: Vec::new(),
             })
         });
         for r in futures::future::join_all(publishes).await {

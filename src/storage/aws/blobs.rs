@@ -16,8 +16,8 @@ use sha2::Digest;
 
 use crate::domain::{DEFAULT_CONTENT_TYPE, Millis, Sha256, now_millis, served_as_attachment};
 use crate::storage::{
-    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, PartTarget, PresignedRequest, PutTarget,
-    RangeRequest, RequestCounter, StoredPart,
+    BlobError, BlobInfo, BlobRead, BlobStore, ByteStream, CopySource, PartTarget, PresignedRequest,
+    PutTarget, RangeRequest, RequestCounter, StoredPart,
 };
 
 /// The tag an object carries from its upload until its version is committed; the bucket's
@@ -31,6 +31,10 @@ pub struct S3Blobs {
     /// What a POST form's policy is signed with (the SDK presigns no POST).
     credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     region: String,
+    /// The endpoint and credentials this store is reached with (see [`CopySource`]).
+    group: Option<String>,
+    /// Replication: copies larger than this are sent in parts of this size.
+    part_size: u64,
 }
 
 impl S3Blobs {
@@ -41,7 +45,134 @@ impl S3Blobs {
             requests,
             credentials: None,
             region: "us-east-1".into(),
+            group: None,
+            part_size: 16 << 20,
         }
+    }
+
+    /// Lets another store reached through `group` (endpoint and credentials) copy from
+    /// this one inside S3.
+    pub fn copy_group(mut self, group: String) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// The part size of copies streamed into this store.
+    pub fn copy_part_size(mut self, size: u64) -> Self {
+        self.part_size = size;
+        self
+    }
+
+    /// Streams a copy in parts of `part_size`, each held once in memory for its
+    /// checksum, which S3 verifies; the whole is hashed on the way and must be `sha256`,
+    /// or the upload is aborted.
+    async fn put_copy_in_parts(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        size: u64,
+        sha256: Sha256,
+        content_type: Option<&str>,
+    ) -> Result<(), BlobError> {
+        self.requests.s3("CreateMultipartUpload");
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(content_type.map(str::to_owned))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(s3_error)?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| BlobError::Other(anyhow::anyhow!("S3 gave no upload id")))?
+            .to_owned();
+        let result = async {
+            let mut whole = sha2::Sha256::new();
+            let mut parts = Vec::new();
+            let mut sent = 0u64;
+            let mut buffer: Vec<u8> = Vec::new();
+            let mut number = 0u32;
+            loop {
+                let chunk = body.try_next().await.map_err(|e| {
+                    BlobError::Other(anyhow::Error::new(e).context("reading the source"))
+                })?;
+                let ended = chunk.is_none();
+                if let Some(chunk) = chunk {
+                    buffer.extend_from_slice(&chunk);
+                }
+                while buffer.len() as u64 >= self.part_size || (ended && !buffer.is_empty()) {
+                    let take = buffer
+                        .len()
+                        .min(usize::try_from(self.part_size).unwrap_or(usize::MAX));
+                    let part: Vec<u8> = buffer.drain(..take).collect();
+                    whole.update(&part);
+                    sent += part.len() as u64;
+                    if sent > size {
+                        return Err(BlobError::ChecksumMismatch);
+                    }
+                    number += 1;
+                    let digest = Sha256(sha2::Sha256::digest(&part).into());
+                    self.requests.s3("UploadPart");
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+                        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                        .checksum_sha256(digest.to_base64())
+                        .body(S3Body::from(part))
+                        .send()
+                        .await
+                        .map_err(s3_error)?;
+                    parts.push(
+                        CompletedPart::builder()
+                            .part_number(i32::try_from(number).unwrap_or(i32::MAX))
+                            .set_e_tag(out.e_tag().map(str::to_owned))
+                            .checksum_sha256(digest.to_base64())
+                            .build(),
+                    );
+                }
+                if ended {
+                    break;
+                }
+            }
+            if sent != size || Sha256(whole.finalize().into()) != sha256 {
+                return Err(BlobError::ChecksumMismatch);
+            }
+            self.requests.s3("CompleteMultipartUpload");
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(s3_error)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.requests.s3("AbortMultipartUpload");
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
     }
 
     /// Signs POST policies with the credentials and region of `config` (the ones the
@@ -622,4 +753,108 @@ impl BlobStore for S3Blobs {
             sha256: Some(Sha256(hasher.finalize().into())),
         }))
     }
+
+    async fn put_copy(
+        &self,
+        key: &str,
+        body: ByteStream,
+        size: u64,
+        sha256: Sha256,
+        content_type: Option<&str>,
+    ) -> Result<(), BlobError> {
+        if size > self.part_size {
+            return self
+                .put_copy_in_parts(key, body, size, sha256, content_type)
+                .await;
+        }
+        // Small enough for one request: read (at most `part_size` bytes), check, send
+        // with the checksum S3 verifies again.
+        let mut bytes = Vec::new();
+        let mut body = body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| BlobError::Other(anyhow::Error::new(e).context("reading the source")))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > size {
+                return Err(BlobError::ChecksumMismatch);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if bytes.len() as u64 != size || Sha256(sha2::Sha256::digest(&bytes).into()) != sha256 {
+            return Err(BlobError::ChecksumMismatch);
+        }
+        self.requests.s3("PutObject");
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(content_type.map(str::to_owned))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(sha256.to_base64())
+            .body(S3Body::from(bytes))
+            .send()
+            .await
+            .map_err(s3_error)?;
+        Ok(())
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
+        Some(CopySource {
+            group: self.group.clone()?,
+            bucket: self.bucket.clone(),
+        })
+    }
+
+    async fn copy_within(
+        &self,
+        source: &CopySource,
+        key: &str,
+        size: u64,
+        sha256: Sha256,
+    ) -> Result<bool, BlobError> {
+        // One CopyObject takes up to 5 GiB; larger objects are streamed in parts.
+        if self.group.as_deref() != Some(source.group.as_str()) || size > MAX_COPY_OBJECT {
+            return Ok(false);
+        }
+        self.requests.s3("CopyObject");
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(format!("{}/{key}", source.bucket))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            // No tags: a copy is committed content, never the lifecycle rule's.
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // The source lacks the object: streaming finds that out and says so.
+            Err(e) if e.as_service_error().and_then(|e| e.code()) == Some("NoSuchKey") => {
+                return Ok(false);
+            }
+            Err(e) => return Err(s3_error(e)),
+        };
+        let reported = out
+            .copy_object_result()
+            .and_then(|r| r.checksum_sha256())
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+            .map(Sha256);
+        let intact = match reported {
+            Some(found) => found == sha256,
+            // Where the store reports no checksum of the copy, it is read back and hashed.
+            None => self.verify(key, size, sha256, true).await? == crate::storage::Verdict::Intact,
+        };
+        if !intact {
+            let _ = self.delete(key).await;
+            return Err(BlobError::ChecksumMismatch);
+        }
+        Ok(true)
+    }
 }
+
+/// The largest object one `CopyObject` copies.
+const MAX_COPY_OBJECT: u64 = 5 << 30;

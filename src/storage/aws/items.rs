@@ -141,7 +141,7 @@ impl<'a> Item<'a> {
             .map_err(|e| corrupt(format!("attribute metadata: {e}")))
     }
 
-    fn content(&self) -> Result<Content, StoreError> {
+    pub fn content(&self) -> Result<Content, StoreError> {
         Ok(Content {
             blob_key: self.str("blob_key")?.to_owned(),
             size: self.num("size")?,
@@ -155,7 +155,7 @@ fn corrupt(message: String) -> StoreError {
     StoreError::Other(anyhow::anyhow!("corrupt metadata item: {message}"))
 }
 
-fn put_content(attrs: &mut Attrs, content: &Content) {
+pub fn put_content(attrs: &mut Attrs, content: &Content) {
     attrs.insert("blob_key".into(), s(&content.blob_key));
     attrs.insert("size".into(), n(content.size));
     attrs.insert("sha256".into(), s(content.sha256.to_hex()));

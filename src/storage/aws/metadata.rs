@@ -30,12 +30,12 @@ use crate::storage::{Member, MetadataStore, Notice, Publish, RequestCounter, Spa
 const MAX_SEQ_ATTEMPTS: u32 = 64;
 
 pub struct DynamoMetadata {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     /// Local notices: a subscriber on this replica hears of its own writes without waiting
     /// for the stream (which still delivers them, harmlessly, a second time).
     notices: broadcast::Sender<Notice>,
-    requests: RequestCounter,
+    pub(super) requests: RequestCounter,
 }
 
 impl DynamoMetadata {
@@ -53,7 +53,7 @@ impl DynamoMetadata {
         }
     }
 
-    async fn get(&self, key: Attrs) -> Result<Option<Attrs>, StoreError> {
+    pub(super) async fn get(&self, key: Attrs) -> Result<Option<Attrs>, StoreError> {
         self.requests.dynamodb("GetItem");
         let out = self
             .client
@@ -68,7 +68,10 @@ impl DynamoMetadata {
     }
 
     /// Sends a conditional `UpdateItem`; `false` when its condition did not hold.
-    async fn update_if(&self, request: UpdateItemFluentBuilder) -> Result<bool, StoreError> {
+    pub(super) async fn update_if(
+        &self,
+        request: UpdateItemFluentBuilder,
+    ) -> Result<bool, StoreError> {
         self.requests.dynamodb("UpdateItem");
         match request.send().await {
             Ok(_) => Ok(true),
@@ -84,7 +87,7 @@ impl DynamoMetadata {
 
     /// Items of partition `pk` with sort keys in `[lo, hi]`, in order, at most `limit`,
     /// read consistently; pages through DynamoDB's 1 MB responses.
-    async fn range(
+    pub(super) async fn range(
         &self,
         pk: String,
         lo: String,
@@ -450,6 +453,18 @@ impl DynamoMetadata {
                     .build(),
             );
         }
+
+        // The new content's copies, queued with the version that holds it (at most 9
+        // items: the largest publish has 79 others, DynamoDB allows 100).
+        for store in &change.copy_to {
+            let copy = crate::domain::NewCopy::of(store.clone(), &change.content, change.at);
+            tx.push(self.put(
+                super::copies::copy_item(change.space_id, &copy, change.at),
+                None,
+                HashMap::new(),
+            ));
+        }
+        debug_assert!(tx.len() <= 100, "a transaction of {} items", tx.len());
 
         let reasons = match self.transact(tx).await {
             Ok(()) => {

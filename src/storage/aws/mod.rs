@@ -15,6 +15,7 @@ use super::{RequestCounter, Storage};
 use crate::config::StorageSettings;
 
 mod blobs;
+mod copies;
 mod events;
 mod fanout;
 mod items;
@@ -47,12 +48,12 @@ pub async fn open(settings: &StorageSettings) -> anyhow::Result<Storage> {
     let streams = aws_sdk_dynamodbstreams::Client::new(&config);
 
     let (sender, _) = broadcast::channel(FEED_CAPACITY);
-    let meta = DynamoMetadata::new(
+    let meta = Arc::new(DynamoMetadata::new(
         dynamodb.clone(),
         settings.table.clone(),
         sender.clone(),
         requests.clone(),
-    );
+    ));
     use crate::storage::MetadataStore as _;
     meta.ping()
         .await
@@ -101,12 +102,74 @@ pub async fn open(settings: &StorageSettings) -> anyhow::Result<Storage> {
     );
     tracing::info!(table = %settings.table, bucket = %bucket, events = events.is_some(), fanout = settings.notices_topic_arn.is_some(), "opened the aws backend");
     Ok(Storage {
-        meta: Arc::new(meta),
-        blobs: Arc::new(S3Blobs::new(s3, bucket, requests.clone()).signing_with(&config)),
+        meta: meta.clone(),
+        copies: meta,
+        blobs: Arc::new(
+            S3Blobs::new(s3, bucket, requests.clone())
+                .signing_with(&config)
+                .copy_group(copy_group(&config, None)),
+        ),
         feed: Arc::new(feed),
         events,
         requests,
+        stores: Vec::new(),
     })
+}
+
+/// Which server-side copies can run inside S3: between stores reached through the same
+/// endpoint with the same credentials.
+pub fn copy_group(config: &SdkConfig, access_key_id: Option<&str>) -> String {
+    format!(
+        "{}|{}",
+        config.endpoint_url().unwrap_or("aws"),
+        access_key_id.unwrap_or("default-chain")
+    )
+}
+
+/// A replica store's bucket (`replication.stores`, kind `s3`): its own region, endpoint
+/// and credentials where given, else the backend's (the standard sources).
+pub async fn open_replica_store(
+    store: &crate::config::StoreSettings,
+    part_size: u64,
+    requests: RequestCounter,
+) -> anyhow::Result<S3Blobs> {
+    let bucket = store.bucket.clone().context("an s3 store needs a bucket")?;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // A part of a copy is up to `part_size` bytes, on a link that may be slow.
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    if let Some(region) = &store.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &store.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let (Some(id), Some(secret)) = (&store.access_key_id, &store.secret_access_key) {
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            id,
+            secret.expose(),
+            None,
+            None,
+            "filesync-replication-store",
+        ));
+    }
+    let config = tokio::time::timeout(CONFIG_TIMEOUT, loader.load())
+        .await
+        .map_err(|_| anyhow::anyhow!("store {:?}: timed out looking for its region", store.id))?;
+    anyhow::ensure!(
+        config.region().is_some(),
+        "store {:?}: no region (set its `region`, or AWS_REGION)",
+        store.id
+    );
+    let group = copy_group(&config, store.access_key_id.as_deref());
+    Ok(
+        S3Blobs::new(s3_client(&config, store.path_style), bucket, requests)
+            .signing_with(&config)
+            .copy_group(group)
+            .copy_part_size(part_size),
+    )
 }
 
 /// The S3 client the backend uses.

@@ -119,6 +119,83 @@ impl LocalBlobStore {
         })
     }
 
+    /// Stores `body` under `key` (streamed to a temp file, fsynced, renamed into place);
+    /// with `expect`, only bytes of that SHA-256 are put in place.
+    async fn store(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        limit: u64,
+        expect: Option<Sha256>,
+    ) -> Result<BlobInfo, BlobError> {
+        let path = self.path_of(key)?;
+        let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let result = async {
+            let mut file = private_file(&tmp)
+                .await
+                .map_err(|e| BlobError::write(e, "cannot create temp file"))?;
+            let mut hasher = sha2::Sha256::new();
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| BlobError::BodyInterrupted(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(BlobError::TooLarge);
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
+            }
+            // tokio's `sync_all` does not flush its write buffer: without this, the error
+            // of the last write (a full disk, say) would be lost.
+            file.flush()
+                .await
+                .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
+            file.sync_all()
+                .await
+                .map_err(|e| BlobError::write(e, "cannot fsync temp file"))?;
+            let inode = std::os::unix::fs::MetadataExt::ino(
+                &file
+                    .metadata()
+                    .await
+                    .map_err(|e| BlobError::write(e, "cannot stat temp file"))?,
+            );
+            drop(file);
+            let sha256 = Sha256(hasher.finalize().into());
+            if expect.is_some_and(|e| e != sha256) {
+                return Err(BlobError::ChecksumMismatch);
+            }
+            if let Some(parent) = path.parent() {
+                self.space_dir(parent).await?;
+            }
+            // The sidecar first (the inode stays the same across the rename): an object
+            // that is in place always has its digest, and a failure leaves neither.
+            let sidecar = Sidecar {
+                inode,
+                size,
+                sha256: sha256.to_hex(),
+            };
+            write_sidecar(&path, &sidecar).await?;
+            if let Err(e) = fs::rename(&tmp, &path).await {
+                let _ = fs::remove_file(Self::sidecar_of(&path)).await;
+                return Err(BlobError::write(e, "cannot publish blob"));
+            }
+            if let Some(parent) = path.parent() {
+                sync_dir(parent).await?;
+            }
+            Ok(BlobInfo {
+                size,
+                sha256: Some(sha256),
+            })
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
     /// Keys are server-made (`<uuid>/<uuid>`); anything else is refused before it can
     /// name a path.
     fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
@@ -251,75 +328,57 @@ impl BlobStore for LocalBlobStore {
         Ok(url)
     }
 
-    async fn put(
+    async fn put(&self, key: &str, body: ByteStream, limit: u64) -> Result<BlobInfo, BlobError> {
+        self.store(key, body, limit, None).await
+    }
+
+    async fn put_copy(
         &self,
         key: &str,
-        mut body: ByteStream,
-        limit: u64,
-    ) -> Result<BlobInfo, BlobError> {
+        body: ByteStream,
+        size: u64,
+        sha256: Sha256,
+        _content_type: Option<&str>,
+    ) -> Result<(), BlobError> {
+        match self.store(key, body, size, Some(sha256)).await {
+            Ok(info) if info.size == size => Ok(()),
+            Ok(_) => {
+                // Shorter than it should be: never left in place as the copy.
+                self.delete(key).await?;
+                Err(BlobError::ChecksumMismatch)
+            }
+            Err(BlobError::TooLarge) => Err(BlobError::ChecksumMismatch),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: Sha256,
+        _deep: bool,
+    ) -> Result<crate::storage::Verdict, BlobError> {
+        use crate::storage::Verdict;
+        // Always hashed: the sidecar would not notice bytes overwritten in place.
         let path = self.path_of(key)?;
-        let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
-        let result = async {
-            let mut file = private_file(&tmp)
-                .await
-                .map_err(|e| BlobError::write(e, "cannot create temp file"))?;
-            let mut hasher = sha2::Sha256::new();
-            let mut size = 0u64;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| BlobError::BodyInterrupted(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(BlobError::TooLarge);
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
-            }
-            // tokio's `sync_all` does not flush its write buffer: without this, the error
-            // of the last write (a full disk, say) would be lost.
-            file.flush()
-                .await
-                .map_err(|e| BlobError::write(e, "cannot write temp file"))?;
-            file.sync_all()
-                .await
-                .map_err(|e| BlobError::write(e, "cannot fsync temp file"))?;
-            let inode = std::os::unix::fs::MetadataExt::ino(
-                &file
-                    .metadata()
-                    .await
-                    .map_err(|e| BlobError::write(e, "cannot stat temp file"))?,
-            );
-            drop(file);
-            let sha256 = Sha256(hasher.finalize().into());
-            if let Some(parent) = path.parent() {
-                self.space_dir(parent).await?;
-            }
-            // The sidecar first (the inode stays the same across the rename): an object
-            // that is in place always has its digest, and a failure leaves neither.
-            let sidecar = Sidecar {
-                inode,
-                size,
-                sha256: sha256.to_hex(),
-            };
-            write_sidecar(&path, &sidecar).await?;
-            if let Err(e) = fs::rename(&tmp, &path).await {
-                let _ = fs::remove_file(Self::sidecar_of(&path)).await;
-                return Err(BlobError::write(e, "cannot publish blob"));
-            }
-            if let Some(parent) = path.parent() {
-                sync_dir(parent).await?;
-            }
-            Ok(BlobInfo {
-                size,
-                sha256: Some(sha256),
-            })
+        match fs::metadata(&path).await {
+            Ok(meta) if meta.len() != size => return Ok(Verdict::Corrupt),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Verdict::Missing),
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot stat blob").into()),
         }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        result
+        Ok(match hash_file(&path).await {
+            Ok(found) if found == sha256 => Verdict::Intact,
+            Ok(_) => Verdict::Corrupt,
+            Err(BlobError::Other(e))
+                if e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                Verdict::Missing
+            }
+            Err(e) => return Err(e),
+        })
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobInfo>, BlobError> {

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use super::writer::Writer;
 use crate::storage::{Notice, StoreError};
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 /// Idle read connections kept open; more are opened under load and closed after.
 const IDLE_READERS: usize = 8;
 /// Reads running on blocking threads at once. More would only add threads (each with its
@@ -257,6 +257,26 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
                  ALTER TABLE uploads ADD COLUMN part_size INTEGER; \
                  ALTER TABLE uploads ADD COLUMN part_count INTEGER; \
                  ALTER TABLE uploads ADD COLUMN multipart_id TEXT;"
+            }
+            // 9: replication: the copy queue (one row per object per store), the jobs
+            // that walk a space (backfill, repair), the stores seen, cluster leases.
+            8 => {
+                "CREATE TABLE copies (
+                   space_id TEXT NOT NULL, blob_key TEXT NOT NULL, store TEXT NOT NULL,
+                   size INTEGER NOT NULL, sha256 BLOB NOT NULL, content_type TEXT,
+                   status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                   committed_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                   due_at INTEGER, claim TEXT,
+                   PRIMARY KEY (space_id, blob_key, store)) WITHOUT ROWID;
+                 CREATE INDEX copies_due ON copies(store, due_at) WHERE due_at IS NOT NULL;
+                 CREATE TABLE replication_jobs (
+                   space_id TEXT PRIMARY KEY, cursor_seq INTEGER NOT NULL,
+                   verify INTEGER NOT NULL, verify_after_key TEXT, verify_after_store TEXT,
+                   started_at INTEGER NOT NULL, done INTEGER NOT NULL,
+                   claim TEXT, lease_until INTEGER);
+                 CREATE TABLE replication_stores (id TEXT PRIMARY KEY, added_at INTEGER NOT NULL);
+                 CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL,
+                   until INTEGER NOT NULL, payload TEXT);"
             }
             SCHEMA_VERSION => return Ok(()),
             newer => anyhow::bail!(

@@ -9,7 +9,7 @@ use super::rows::{
     self, CHANGE_COLUMNS, FILE_COLUMNS, SPACE_COLUMNS, UPLOAD_COLUMNS, VERSION_COLUMNS, internal,
 };
 use crate::domain::{
-    Change, FileId, FileRecord, Millis, NameKey, PendingUpload, Role, SpaceId, SpaceName,
+    Change, FileId, FileRecord, Millis, NameKey, NewCopy, PendingUpload, Role, SpaceId, SpaceName,
     SpaceSettings, UploadId, UploadState, UserId, VersionRecord,
 };
 use crate::storage::{Member, MetadataStore, Notice, Publish, Space, StoreError};
@@ -732,6 +732,13 @@ fn publish(
         .and_then(|mut s| s.execute(params![upload.to_string(), number]))
         .map_err(internal)?;
     }
+    // The new content's copies, queued with the version that holds it.
+    let copies: Vec<NewCopy> = change
+        .copy_to
+        .iter()
+        .map(|store| NewCopy::of(store.clone(), &change.content, change.at))
+        .collect();
+    super::copies::insert_copies(conn, change.space_id, &copies, change.at)?;
 
     let seq = seq as u64;
     notices.push(Notice::Committed {

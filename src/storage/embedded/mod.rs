@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use super::{ChangeFeed, Notice, OpenContext, Storage};
 
 mod blobs;
+mod copies;
 mod db;
 mod metadata;
 mod multipart;
@@ -41,7 +42,11 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let lock = lock_data_dir(data_dir)?;
     let (sender, _) = broadcast::channel(FEED_CAPACITY);
-    let db = Db::open(&data_dir.join("filesync.db"), sender.clone(), lock)?;
+    let db = Arc::new(Db::open(
+        &data_dir.join("filesync.db"),
+        sender.clone(),
+        lock,
+    )?);
     let blobs = LocalBlobStore::open(data_dir, ctx.public_url, ctx.url_signer)?;
     // A crash between creating a multipart upload and recording it leaves parts no
     // upload names: only the pending uploads' parts are kept (an abandoned upload's are
@@ -63,11 +68,13 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
         .await?;
     blobs.remove_multipart_orphans(&keep).await;
     Ok(Storage {
-        meta: Arc::new(db),
+        meta: db.clone(),
+        copies: db,
         blobs: Arc::new(blobs),
         feed: Arc::new(CommitLog { sender }),
         events: None,
         requests: Default::default(),
+        stores: Vec::new(),
     })
 }
 

@@ -1,0 +1,172 @@
+//! Replication jobs: a backfill walks a space's commit log and queues every version's
+//! copies that are missing; a repair then also checks every copy. One job per space,
+//! claimed with a lease like a copy, its progress saved page by page (a crash repeats a
+//! page, and queueing is idempotent).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{describe, stopped_during};
+use crate::domain::{CopyRecord, CopyStatus, NewCopy, ReplicationJob};
+use crate::storage::Verdict;
+use crate::sync::{Error, Result, SyncService, millis, now};
+
+/// Changes read from the commit log per page.
+const LOG_PAGE: usize = 200;
+/// Copies checked per page of a repair or the scrub.
+pub(super) const CHECK_PAGE: usize = 50;
+
+impl SyncService {
+    pub(super) async fn run_jobs(self, stop: CancellationToken) {
+        let settings = self.replication().settings.clone();
+        loop {
+            let at = now();
+            match self
+                .inner
+                .store
+                .copies
+                .claim_job(at, at + millis(settings.claim_lease))
+                .await
+            {
+                Ok(Some((job, claim))) => {
+                    let space = job.space_id;
+                    match self.run_job(job, &claim, &stop).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(%space, error = %describe(&e), "replication job failed; it is taken up again once its claim runs out")
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %describe(&e), "cannot claim a replication job"),
+            }
+            if stopped_during(
+                &stop,
+                settings.poll_interval.max(Duration::from_secs(1)) * 5,
+            )
+            .await
+            {
+                return;
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        mut job: ReplicationJob,
+        claim: &str,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let replication = self.replication();
+        let lease = replication.settings.claim_lease;
+        let copies = &self.inner.store.copies;
+        let space = job.space_id;
+        let advance = |job: &ReplicationJob| {
+            let job = job.clone();
+            async move { copies.advance_job(&job, claim, now() + millis(lease)).await }
+        };
+        let targets = match self.settings_of(space).await {
+            Ok(settings) => replication.copy_targets(&settings),
+            // The space is gone: nothing to do.
+            Err(Error::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        tracing::info!(%space, verify = job.verify, from_seq = job.cursor_seq, "replication job running");
+        if !targets.is_empty() {
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let page = self
+                    .inner
+                    .store
+                    .meta
+                    .commit_log(space, job.cursor_seq, LOG_PAGE)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                let mut seen = HashSet::new();
+                let mut new = Vec::new();
+                for change in &page {
+                    let content = &change.file.content;
+                    if seen.insert(content.blob_key.as_str()) {
+                        for store in &targets {
+                            new.push(NewCopy::of(store.clone(), content, change.file.updated_at));
+                        }
+                    }
+                }
+                if copies.ensure_copies(space, &new, now()).await? > 0 {
+                    replication.wake_all();
+                }
+                job.cursor_seq = last.file.seq;
+                if !advance(&job).await? {
+                    return Ok(()); // started over, or taken over: the other run goes on
+                }
+            }
+        }
+        if job.verify {
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+                let page = copies
+                    .copies_page(space, job.verify_after.clone(), CHECK_PAGE)
+                    .await?;
+                for copy in &page {
+                    self.check_copy(copy).await;
+                }
+                let Some(last) = page.last() else { break };
+                job.verify_after = Some((last.content.blob_key.clone(), last.store.clone()));
+                if !advance(&job).await? {
+                    return Ok(());
+                }
+                if page.len() < CHECK_PAGE {
+                    break;
+                }
+            }
+        }
+        job.done = true;
+        advance(&job).await?;
+        tracing::info!(%space, verify = job.verify, "replication job done");
+        Ok(())
+    }
+
+    /// Checks one `OK` copy against its checksum, at the scrub's pace; a missing or
+    /// corrupt one is queued to be copied again.
+    pub(super) async fn check_copy(&self, copy: &CopyRecord) {
+        let replication = self.replication();
+        if copy.status != CopyStatus::Ok {
+            return;
+        }
+        let Some(store) = replication.store(&copy.store) else {
+            return;
+        };
+        // Folder stores hash every object they check (S3 answers with the checksum it
+        // keeps): their checks cost bytes too.
+        let hashes = store.copy_source().is_none();
+        replication.pace(copy.content.size, hashes).await;
+        let content = &copy.content;
+        match store
+            .verify(&content.blob_key, content.size, content.sha256, false)
+            .await
+        {
+            Ok(Verdict::Intact) => {}
+            Ok(verdict) => {
+                self.found_bad(copy.space_id, &content.blob_key, &copy.store, verdict)
+                    .await
+            }
+            Err(e) => {
+                tracing::warn!(store = %copy.store, key = %content.blob_key, error = %describe(&e), "cannot check a copy")
+            }
+        }
+        replication
+            .stats
+            .checked
+            .get_or_create(&super::StoreLabels {
+                store: copy.store.to_string(),
+            })
+            .inc();
+    }
+}

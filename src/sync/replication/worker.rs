@@ -1,0 +1,360 @@
+//! One worker per store per server: claims due copies, copies, verifies, records.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{ResultLabels, StoreLabels, describe, stopped_during};
+use crate::domain::{CopyOutcome, CopyRecord, CopyStatus, CopyTask, StoreId};
+use crate::storage::{BlobError, BlobStore, Verdict};
+use crate::sync::{SyncService, millis, now};
+
+/// Straight failures after which a store is taken as down: it is then probed with one
+/// copy at a time, less and less often.
+const DOWN_AFTER: u32 = 5;
+const PROBE_MAX: Duration = Duration::from_secs(300);
+
+/// A copy from one source failed: the source lacks the object, or something failed.
+enum SourceOr {
+    Missing,
+    Blob(BlobError),
+}
+
+impl From<BlobError> for SourceOr {
+    fn from(e: BlobError) -> Self {
+        SourceOr::Blob(e)
+    }
+}
+
+/// Why a copy could not be made this time.
+enum CopyFailure {
+    /// The claim was lost (taken over, or the content removed): nothing to record.
+    ClaimLost,
+    Failed(String),
+}
+
+impl SyncService {
+    pub(super) async fn run_worker(self, store: StoreId, stop: CancellationToken) {
+        let replication = self.replication();
+        let settings = &replication.settings;
+        let wake = replication.wake[&store].clone();
+        let mut straight_failures = 0u32;
+        loop {
+            let down = straight_failures >= DOWN_AFTER;
+            let limit = if down { 1 } else { settings.copy_concurrency };
+            let at = now();
+            let claimed = self
+                .inner
+                .store
+                .copies
+                .claim_copies(&store, at, at + millis(settings.claim_lease), limit)
+                .await;
+            let tasks = match claimed {
+                Ok(tasks) => tasks,
+                Err(e) => {
+                    tracing::warn!(%store, error = %describe(&e), "cannot claim copies");
+                    if stopped_during(&stop, settings.poll_interval).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if tasks.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(settings.poll_interval) => {}
+                }
+                continue;
+            }
+            let results = futures::future::join_all(
+                tasks
+                    .into_iter()
+                    .map(|task| self.work_on(task, stop.clone())),
+            )
+            .await;
+            if results.iter().any(|ok| *ok) {
+                straight_failures = 0;
+            } else {
+                straight_failures += 1;
+            }
+            if straight_failures >= DOWN_AFTER {
+                let pause = Duration::from_secs(5)
+                    .saturating_mul(2u32.saturating_pow(straight_failures - DOWN_AFTER))
+                    .min(PROBE_MAX);
+                tracing::warn!(%store, failures = straight_failures, ?pause, "store looks down; probing it with one copy at a time");
+                if stopped_during(&stop, pause).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Works on one claimed copy and records the outcome; `true` when the store did
+    /// what was asked.
+    async fn work_on(&self, task: CopyTask, stop: CancellationToken) -> bool {
+        let replication = self.replication();
+        let record = &task.record;
+        let store = record.store.as_str().to_owned();
+        let Some(dest) = replication.store(&record.store).cloned() else {
+            return false;
+        };
+        let started = std::time::Instant::now();
+        let work = async {
+            if record.status == CopyStatus::Removing {
+                return dest
+                    .delete(&record.content.blob_key)
+                    .await
+                    .map(|()| CopyOutcome::Removed)
+                    .map_err(|e| CopyFailure::Failed(describe(&e)));
+            }
+            self.copy(record, &dest).await.map(|method| {
+                tracing::debug!(store = %record.store, key = %record.content.blob_key, method, "copied");
+                CopyOutcome::Copied
+            })
+        };
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = self.keep_claim(&task) => Err(CopyFailure::ClaimLost),
+            _ = stop.cancelled() => return false,
+        };
+        let at = now();
+        let (outcome, ok) = match outcome {
+            Ok(outcome) => (outcome, true),
+            Err(CopyFailure::ClaimLost) => {
+                self.after_lost_claim(record, &dest).await;
+                return false;
+            }
+            Err(CopyFailure::Failed(error)) => {
+                tracing::warn!(%store, key = %record.content.blob_key, attempts = record.attempts + 1, %error, "copy failed");
+                let retry_at = replication.retry_at(record.attempts, at);
+                (CopyOutcome::Failed { error, retry_at }, false)
+            }
+        };
+        let label = match &outcome {
+            CopyOutcome::Copied => "copied",
+            CopyOutcome::Failed { .. } => "failed",
+            CopyOutcome::Removed => "removed",
+        };
+        match self
+            .inner
+            .store
+            .copies
+            .finish_copy(&task, outcome.clone(), at)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.after_lost_claim(record, &dest).await;
+                return false;
+            }
+            Err(e) => {
+                // Not recorded: the claim runs out and the copy is done again (harmless).
+                tracing::warn!(%store, error = %describe(&e), "cannot record a copy's outcome");
+                return false;
+            }
+        }
+        let stats = &replication.stats;
+        stats
+            .copies
+            .get_or_create(&ResultLabels {
+                store: store.clone(),
+                result: label,
+            })
+            .inc();
+        if outcome == CopyOutcome::Copied {
+            let labels = StoreLabels {
+                store: store.clone(),
+            };
+            stats
+                .bytes
+                .get_or_create(&labels)
+                .inc_by(record.content.size);
+            let lag = (at - record.committed_at).max(0) as f64 / 1000.0;
+            stats.lag.get_or_create(&labels).observe(lag);
+            if record.store.is_primary() {
+                replication.mark_degraded(&record.content.blob_key, false);
+            }
+            tracing::debug!(%store, key = %record.content.blob_key, took = ?started.elapsed(), "copy recorded");
+        }
+        ok
+    }
+
+    /// Renews the claim every third of its lease; returns when it is lost.
+    async fn keep_claim(&self, task: &CopyTask) {
+        let lease = self.replication().settings.claim_lease;
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match self
+                .inner
+                .store
+                .copies
+                .renew_copy(task, now() + millis(lease))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                // The store is unreachable: keep copying; the lease may still hold.
+                Err(e) => tracing::warn!(error = %describe(&e), "cannot renew a copy's claim"),
+            }
+        }
+    }
+
+    /// A claim was lost while copying: if the content was removed meanwhile, what this
+    /// worker may have written goes too (the remover may have deleted before it wrote).
+    async fn after_lost_claim(&self, record: &CopyRecord, dest: &Arc<dyn BlobStore>) {
+        let copies = self
+            .inner
+            .store
+            .copies
+            .copies_of(record.space_id, &record.content.blob_key)
+            .await;
+        let still_wanted = copies.is_ok_and(|copies| {
+            copies
+                .iter()
+                .any(|c| c.store == record.store && c.status != CopyStatus::Removing)
+        });
+        if !still_wanted && !record.store.is_primary() {
+            let _ = dest.delete(&record.content.blob_key).await;
+        }
+    }
+
+    /// Copies the object into `dest` from a store whose copy is `OK` (the primary first),
+    /// inside the object store where both allow it, else streamed; verified either way.
+    async fn copy(
+        &self,
+        record: &CopyRecord,
+        dest: &Arc<dyn BlobStore>,
+    ) -> Result<&'static str, CopyFailure> {
+        let replication = self.replication();
+        let meta = &self.inner.store.copies;
+        let content = &record.content;
+        let key = content.blob_key.as_str();
+        let copies = meta
+            .copies_of(record.space_id, key)
+            .await
+            .map_err(|e| CopyFailure::Failed(describe(&e)))?;
+        if !copies.iter().any(|c| c.store == record.store) {
+            return Err(CopyFailure::ClaimLost);
+        }
+        let mut sources: Vec<&StoreId> = copies
+            .iter()
+            .filter(|c| c.status == CopyStatus::Ok && c.store != record.store)
+            .map(|c| &c.store)
+            .filter(|id| replication.store(id).is_some())
+            .collect();
+        sources.sort_by_key(|id| !id.is_primary());
+        let mut errors = Vec::new();
+        for source_id in sources {
+            let source = replication.store(source_id).expect("filtered above");
+            match self
+                .copy_from(source.as_ref(), dest.as_ref(), content)
+                .await
+            {
+                Ok(method) => return Ok(method),
+                Err(SourceOr::Missing) => {
+                    self.found_bad(record.space_id, key, source_id, Verdict::Missing)
+                        .await;
+                    errors.push(format!("from {source_id}: the object is missing there"));
+                }
+                Err(SourceOr::Blob(e)) => {
+                    // Bytes that did not match: the source's own copy may be what is
+                    // wrong. Checked (read whole) only then, never for a store that is
+                    // down.
+                    if matches!(e, BlobError::ChecksumMismatch) {
+                        let verdict = source
+                            .verify(key, content.size, content.sha256, true)
+                            .await
+                            .unwrap_or(Verdict::Intact);
+                        self.found_bad(record.space_id, key, source_id, verdict)
+                            .await;
+                    }
+                    errors.push(format!("from {source_id}: {}", describe(&e)));
+                }
+            }
+        }
+        if errors.is_empty() {
+            return Err(CopyFailure::Failed(
+                "no store holds an intact copy to copy from".into(),
+            ));
+        }
+        Err(CopyFailure::Failed(errors.join("; ")))
+    }
+
+    async fn copy_from(
+        &self,
+        source: &dyn BlobStore,
+        dest: &dyn BlobStore,
+        content: &crate::domain::Content,
+    ) -> Result<&'static str, SourceOr> {
+        let key = content.blob_key.as_str();
+        if self.replication().settings.server_copy
+            && let Some(from) = source.copy_source()
+            && dest
+                .copy_within(&from, key, content.size, content.sha256)
+                .await?
+        {
+            return Ok("inside the store");
+        }
+        let Some(read) = source.get(key, None).await? else {
+            return Err(SourceOr::Missing);
+        };
+        dest.put_copy(
+            key,
+            read.stream,
+            content.size,
+            content.sha256,
+            content.content_type.as_deref(),
+        )
+        .await?;
+        Ok("streamed")
+    }
+
+    /// A copy found missing or corrupt: queued to be copied again (the primary's also
+    /// takes reads elsewhere meanwhile).
+    pub(super) async fn found_bad(
+        &self,
+        space: crate::domain::SpaceId,
+        key: &str,
+        store: &StoreId,
+        verdict: Verdict,
+    ) {
+        let replication = self.replication();
+        let reason = match verdict {
+            Verdict::Missing => "the object was missing",
+            Verdict::Corrupt => "the object did not match its checksum",
+            Verdict::Intact => return,
+        };
+        tracing::warn!(%space, %key, %store, reason, "copy found bad; copying it again");
+        replication
+            .stats
+            .found_bad
+            .get_or_create(&ResultLabels {
+                store: store.to_string(),
+                result: if verdict == Verdict::Missing {
+                    "missing"
+                } else {
+                    "corrupt"
+                },
+            })
+            .inc();
+        if store.is_primary() {
+            replication.mark_degraded(key, true);
+        }
+        match self
+            .inner
+            .store
+            .copies
+            .requeue_copy(space, key, store, reason, now())
+            .await
+        {
+            Ok(_) => {
+                if let Some(wake) = replication.wake.get(store) {
+                    wake.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(error = %describe(&e), "cannot queue a copy again"),
+        }
+    }
+}
