@@ -383,9 +383,14 @@ pub struct ReplicationSettings {
     /// Objects larger than this are streamed to an S3 store in parts of this size (each
     /// part held in memory once, for its checksum); smaller ones in one request.
     pub part_size: u64,
-    /// How often each server re-reads which objects its primary store lacks.
+    /// How often each server re-reads which objects its primary store lacks, and which
+    /// stores the other servers replicate to.
     #[serde(with = "humantime_serde")]
     pub degraded_refresh: Duration,
+    /// A backfill or repair walks the space's log once more this long after it started,
+    /// for commits that were under way when it began; it is done only then.
+    #[serde(with = "humantime_serde")]
+    pub job_grace: Duration,
     /// Embedded backend: whole downloads up to this size are hashed before they are
     /// served, so a corrupt primary object is never served and falls over to a copy.
     pub verify_reads_below: u64,
@@ -406,6 +411,7 @@ impl Default for ReplicationSettings {
             server_copy: true,
             part_size: 16 * 1024 * 1024,
             degraded_refresh: Duration::from_secs(5),
+            job_grace: Duration::from_secs(120),
             verify_reads_below: 8 * 1024 * 1024,
             scrub: ScrubSettings::default(),
             stores: Vec::new(),
@@ -532,10 +538,19 @@ impl Settings {
             "invalid configuration: replication.copy_concurrency must be at least 1 and \
              replication.claim_lease at least 1s"
         );
+        // Memory: each copy streamed to S3 holds a part; each whole download checked
+        // before it is served is held too (within a shared budget).
         anyhow::ensure!(
-            r.part_size >= crate::domain::MIN_PART_SIZE
-                && r.part_size <= crate::domain::MAX_PART_SIZE,
-            "invalid configuration: replication.part_size must be 8 MiB to 5 GiB"
+            r.part_size >= crate::domain::MIN_PART_SIZE && r.part_size <= 512 << 20,
+            "invalid configuration: replication.part_size must be 8 MiB to 512 MiB"
+        );
+        anyhow::ensure!(
+            r.copy_concurrency <= 64,
+            "invalid configuration: replication.copy_concurrency must be at most 64"
+        );
+        anyhow::ensure!(
+            r.verify_reads_below <= 64 << 20,
+            "invalid configuration: replication.verify_reads_below must be at most 64 MiB"
         );
         let mut seen = std::collections::HashSet::new();
         for store in &r.stores {
@@ -553,9 +568,20 @@ impl Settings {
                         "replication store {:?}: folder stores work only on the embedded backend",
                         store.id
                     );
+                    let path = store.path.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "replication store {:?}: a folder store needs a path",
+                            store.id
+                        )
+                    })?;
+                    // A copy in the data dir itself is no copy at all.
+                    let (path, data) = (
+                        std::path::absolute(path)?,
+                        std::path::absolute(&self.storage.data_dir)?,
+                    );
                     anyhow::ensure!(
-                        store.path.is_some(),
-                        "replication store {:?}: a folder store needs a path",
+                        !path.starts_with(&data) && !data.starts_with(&path),
+                        "replication store {:?}: its folder overlaps the data dir",
                         store.id
                     );
                 }

@@ -46,18 +46,26 @@ impl App {
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         let url_signer = UrlSigner::derive(&url_secret);
         settings.check_replication()?;
-        let ctx = OpenContext {
+        let ctx = || OpenContext {
             public_url: settings.public_url(addr),
             url_signer: url_signer.clone(),
         };
-        let stores = storage::open_stores(
-            &settings.replication,
-            &storage::RequestCounter::default(),
-            &ctx,
-        )
-        .await?;
-        let mut storage = storage::open(&settings.storage, ctx).await?;
-        storage.stores = stores;
+        let mut storage = storage::open(&settings.storage, ctx()).await?;
+        // The replica stores' requests are counted with the backend's.
+        storage.stores =
+            storage::open_stores(&settings.replication, &storage.requests, &ctx()).await?;
+        let registered = storage.copies.registered_stores().await?;
+        if let Some(store) = storage
+            .stores
+            .iter()
+            .find(|s| s.new_folder && registered.contains(&s.id))
+        {
+            anyhow::bail!(
+                "replication store {}: its folder has lost its marker (FILESYNC-STORE) \
+                 although it holds copies: is its disk mounted? Refusing to fill it anew",
+                store.id
+            );
+        }
         let service = SyncService::new(storage, Limits::from_settings(&settings));
         let draining = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();

@@ -166,6 +166,16 @@ impl Metrics {
             "Copies checked against their checksum by the scrub and repairs, by store",
             stats.checked.clone(),
         );
+        registry.register(
+            "replication_degraded_objects",
+            "Objects the primary store lacks; their reads go to a replica store",
+            stats.degraded_objects.clone(),
+        );
+        registry.register(
+            "replication_store_down",
+            "1 while this server takes the store as down (straight failures)",
+            stats.store_down.clone(),
+        );
         metrics
     }
 }

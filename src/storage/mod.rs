@@ -546,6 +546,9 @@ pub struct Storage {
 pub struct ReplicaStore {
     pub id: StoreId,
     pub blobs: Arc<dyn BlobStore>,
+    /// A folder store whose marker was just written: refused if the store had copies
+    /// before (its disk not mounted, say), lest it be filled anew elsewhere.
+    pub new_folder: bool,
 }
 
 /// What the storage layer needs from the running server to open a backend.
@@ -583,9 +586,11 @@ pub async fn open_stores(
     let mut stores = Vec::new();
     for store in &settings.stores {
         let id = StoreId::parse(&store.id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut fresh = false;
         let blobs: Arc<dyn BlobStore> = match store.kind {
             crate::config::StoreKind::Folder => {
                 let path = store.path.as_ref().context("a folder store needs a path")?;
+                fresh = mark_folder(path, &id)?;
                 Arc::new(
                     embedded::LocalBlobStore::open(
                         path,
@@ -606,9 +611,37 @@ pub async fn open_stores(
             }
         };
         tracing::info!(store = %id, kind = ?store.kind, "replica store opened");
-        stores.push(ReplicaStore { id, blobs });
+        stores.push(ReplicaStore {
+            id,
+            blobs,
+            new_folder: fresh,
+        });
     }
     Ok(stores)
+}
+
+/// The marker a folder store carries: its id. A folder marked for another store is
+/// refused; one without a marker is marked (`true`: a folder new to replication).
+fn mark_folder(path: &std::path::Path, id: &StoreId) -> anyhow::Result<bool> {
+    use anyhow::Context as _;
+    let marker = path.join("FILESYNC-STORE");
+    match std::fs::read_to_string(&marker) {
+        Ok(found) if found.trim() == id.as_str() => Ok(false),
+        Ok(found) => anyhow::bail!(
+            "store {id}: {} belongs to store {:?}; an id is forever, and a folder serves one \
+             store",
+            path.display(),
+            found.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            embedded::private_dir(path)
+                .with_context(|| format!("store {id}: cannot create {}", path.display()))?;
+            std::fs::write(&marker, format!("{id}\n"))
+                .with_context(|| format!("store {id}: cannot write {}", marker.display()))?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("store {id}: cannot read {}", marker.display())),
+    }
 }
 
 /// The least string greater than every string that starts with `prefix`, or `None` when

@@ -55,8 +55,9 @@ pub trait CopyQueue: Send + Sync + 'static {
         copies: &[NewCopy],
         now: Millis,
     ) -> Result<usize, StoreError>;
-    /// The content is gone for good: every copy of it becomes `REMOVING`, due once any
-    /// claim on it has run out, so the stores delete their objects.
+    /// The content is gone for good (no version uses its key any more): every replica
+    /// store's copy becomes `REMOVING`, due once any claim on it has run out, so the stores
+    /// delete their objects. The primary's object is the remover's own to delete.
     async fn remove_copies(
         &self,
         space: SpaceId,
@@ -111,14 +112,18 @@ pub trait CopyQueue: Send + Sync + 'static {
         claim: &str,
         lease_until: Millis,
     ) -> Result<bool, StoreError>;
-    /// Records the stores (and the server default) this server replicates to; answers
-    /// which stores were not known before and whether the default was turned on, so that
-    /// their backfill starts once.
+    /// Which of `stores` were never recorded before, and whether the server default is on
+    /// for the first time (`default_on` and never recorded on); with `record`, records
+    /// them. Stores are never forgotten: servers configured differently (a rolling
+    /// change) do not undo each other's records.
     async fn register_stores(
         &self,
         stores: &[StoreId],
         default_on: bool,
+        record: bool,
     ) -> Result<(Vec<StoreId>, bool), StoreError>;
+    /// Every store some server recorded.
+    async fn registered_stores(&self) -> Result<Vec<StoreId>, StoreError>;
     /// Takes or renews the named cluster-wide lease for `owner` until `until`, if it is
     /// free, run out or already `owner`'s. The lease's `payload` (a cursor) is kept with
     /// it and answered to the new holder.

@@ -95,3 +95,71 @@ async fn an_oversize_body_leaves_no_object() {
     assert!(store.blobs.head(&key).await.unwrap().is_none());
     assert!(store.blobs.head(&new_key()).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_copy_is_stored_only_as_the_bytes_it_must_be_and_checks_find_damage() {
+    use filesync::storage::Verdict;
+    let store = backend().await;
+    let blobs = &*store.blobs;
+    let key = new_key();
+    let good: &'static [u8] = b"the version's bytes";
+    let digest = sha256(good);
+    let size = good.len() as u64;
+    assert_eq!(
+        blobs.verify(&key, size, digest, true).await.unwrap(),
+        Verdict::Missing
+    );
+    blobs
+        .put_copy(
+            &key,
+            body(&[b"the version", b"'s bytes"]),
+            size,
+            digest,
+            Some("text/plain"),
+        )
+        .await
+        .unwrap();
+    for deep in [false, true] {
+        assert_eq!(
+            blobs.verify(&key, size, digest, deep).await.unwrap(),
+            Verdict::Intact
+        );
+    }
+    // Other bytes, more bytes, fewer bytes: refused, and what was there stays.
+    for wrong in [
+        &[b"THE VERSION'S BYTES" as &'static [u8]][..],
+        &[b"the version's bytes", b"!"],
+        &[b"the version"],
+    ] {
+        let err = blobs
+            .put_copy(&key, body(wrong), size, digest, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BlobError::ChecksumMismatch), "{err:?}");
+        let (_, bytes) = read(blobs, &key, None).await;
+        assert_eq!(bytes, good);
+    }
+    let other = new_key();
+    assert!(
+        blobs
+            .put_copy(&other, body(&[b"short"]), size, digest, None)
+            .await
+            .is_err()
+    );
+    assert!(
+        blobs.head(&other).await.unwrap().is_none(),
+        "nothing left of a refused copy"
+    );
+    // Another digest or size than the object's: corrupt.
+    assert_eq!(
+        blobs
+            .verify(&key, size, sha256(b"other"), true)
+            .await
+            .unwrap(),
+        Verdict::Corrupt
+    );
+    assert_eq!(
+        blobs.verify(&key, size + 1, digest, false).await.unwrap(),
+        Verdict::Corrupt
+    );
+}

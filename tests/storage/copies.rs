@@ -277,12 +277,20 @@ async fn removal_wins_over_a_copy_in_flight_and_backfills_are_idempotent() {
             .await
             .unwrap()
     );
-    assert!(
-        q.copies_of(space, &c.blob_key)
-            .await
-            .unwrap()
-            .iter()
-            .all(|r| r.status == CopyStatus::Removing)
+    let statuses: Vec<(String, CopyStatus)> = q
+        .copies_of(space, &c.blob_key)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.store.to_string(), r.status))
+        .collect();
+    // The primary's object is the remover's own: its copy is left alone.
+    assert_eq!(
+        statuses,
+        [
+            ("a".to_owned(), CopyStatus::Removing),
+            ("primary".to_owned(), CopyStatus::Ok)
+        ]
     );
     // Due only once the claim in flight has run out.
     assert!(
@@ -376,45 +384,40 @@ async fn jobs_stores_leases_and_the_list_of_spaces() {
     let stored = q.job(spaces[0]).await.unwrap().unwrap();
     assert!(stored.done && stored.verify_after == Some(("k".into(), store("a"))));
 
-    // Stores: each new one (and the default turned on) is reported once; one taken out
-    // and put back is new again.
+    // Stores: each new one (and the default turned on) is reported until recorded, and
+    // never forgotten: servers configured differently do not undo each other.
     let (a, c) = (store("a"), store("c"));
+    let one = std::slice::from_ref(&a);
     assert_eq!(
-        q.register_stores(std::slice::from_ref(&a), false)
-            .await
-            .unwrap(),
+        q.register_stores(one, false, false).await.unwrap(),
         (vec![a.clone()], false)
     );
     assert_eq!(
-        q.register_stores(std::slice::from_ref(&a), false)
-            .await
-            .unwrap(),
-        (vec![], false)
+        q.register_stores(one, false, false).await.unwrap(),
+        (vec![a.clone()], false)
     );
     assert_eq!(
-        q.register_stores(&[a.clone(), c.clone()], true)
-            .await
-            .unwrap(),
+        q.register_stores(one, false, true).await.unwrap(),
+        (vec![a.clone()], false)
+    );
+    assert_eq!(
+        q.register_stores(one, false, true).await.unwrap(),
+        (vec![], false)
+    );
+    let both = [a.clone(), c.clone()];
+    assert_eq!(
+        q.register_stores(&both, true, true).await.unwrap(),
         (vec![c.clone()], true)
     );
     assert_eq!(
-        q.register_stores(&[a.clone(), c.clone()], true)
-            .await
-            .unwrap(),
+        q.register_stores(one, false, true).await.unwrap(),
         (vec![], false)
     );
     assert_eq!(
-        q.register_stores(std::slice::from_ref(&a), true)
-            .await
-            .unwrap(),
+        q.register_stores(&both, true, true).await.unwrap(),
         (vec![], false)
     );
-    assert_eq!(
-        q.register_stores(&[a.clone(), c.clone()], true)
-            .await
-            .unwrap(),
-        (vec![c], false)
-    );
+    assert_eq!(q.registered_stores().await.unwrap(), both);
 
     // Leases: one holder until it runs out; its payload goes to the next.
     assert_eq!(

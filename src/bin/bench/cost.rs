@@ -31,7 +31,7 @@ const MULTIPART_REPEAT: usize = 3;
 const IDLE: Duration = Duration::from_secs(20);
 
 /// Requests by `(service, operation)`.
-type Counts = BTreeMap<(String, String), f64>;
+pub(super) type Counts = BTreeMap<(String, String), f64>;
 
 /// Background requests, which run whatever the clients do: left out of per-operation counts.
 fn background(service: &str, operation: &str) -> bool {
@@ -221,12 +221,12 @@ pub async fn cost_runs(args: &Args, dir: &Path) -> anyhow::Result<String> {
 const SUBSCRIPTION: &str = "subscription($s: ID!) { changes(spaceId: $s) { kind version } }";
 
 /// Counts the requests made from its start, background work left out.
-struct Meter(Counts);
+pub(super) struct Meter(Counts);
 
 impl Meter {
     /// Starts once the server has settled: what earlier operations set off (a storage
     /// event, the first sweep) must not be counted here.
-    async fn start(server: &Server) -> anyhow::Result<Self> {
+    pub(super) async fn start(server: &Server) -> anyhow::Result<Self> {
         let foreground = |mut counts: Counts| {
             counts.retain(|(service, operation), _| !background(service, operation));
             counts
@@ -243,6 +243,17 @@ impl Meter {
             last = now;
         }
         bail!("the server never settled")
+    }
+
+    /// The requests since the start, per operation of `n`, counted once the server has
+    /// settled again (background work set off by the operations included).
+    pub(super) async fn per_settled(self, server: &Server, n: usize) -> anyhow::Result<Counts> {
+        let settled = Meter::start(server).await?;
+        let mut mean = minus(&settled.0, &self.0);
+        for value in mean.values_mut() {
+            *value /= n as f64;
+        }
+        Ok(mean)
     }
 
     /// The requests since the start, per operation of `REPEAT`.
@@ -272,7 +283,7 @@ async fn idle_counts(server: &Server) -> anyhow::Result<Counts> {
     Ok(idle)
 }
 
-fn minus(after: &Counts, before: &Counts) -> Counts {
+pub(super) fn minus(after: &Counts, before: &Counts) -> Counts {
     after
         .iter()
         .map(|(key, value)| (key.clone(), value - before.get(key).unwrap_or(&0.0)))
@@ -280,7 +291,7 @@ fn minus(after: &Counts, before: &Counts) -> Counts {
         .collect()
 }
 
-fn breakdown(counts: &Counts) -> String {
+pub(super) fn breakdown(counts: &Counts) -> String {
     if counts.is_empty() {
         return "none".to_owned();
     }
@@ -306,7 +317,7 @@ fn breakdown(counts: &Counts) -> String {
 }
 
 /// The server's request counters.
-async fn counts(server: &Server) -> anyhow::Result<Counts> {
+pub(super) async fn counts(server: &Server) -> anyhow::Result<Counts> {
     let text = reqwest::get(format!("{}/metrics", server.base))
         .await?
         .text()
@@ -333,7 +344,7 @@ async fn counts(server: &Server) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-async fn begin(client: &Client, space: &str, name: &str) -> anyhow::Result<Value> {
+pub(super) async fn begin(client: &Client, space: &str, name: &str) -> anyhow::Result<Value> {
     let bytes = name.as_bytes();
     let data = client
         .gql(
@@ -350,7 +361,7 @@ async fn begin(client: &Client, space: &str, name: &str) -> anyhow::Result<Value
 
 /// The client's request straight to S3, with the headers the ticket names (its body is
 /// the file's name).
-async fn put_bytes(client: &Client, ticket: &Value) -> anyhow::Result<()> {
+pub(super) async fn put_bytes(client: &Client, ticket: &Value) -> anyhow::Result<()> {
     let url = ticket["url"].as_str().context("url")?;
     let name = ticket_name(ticket)?;
     let mut request = client.http.put(url);
@@ -377,7 +388,7 @@ fn ticket_name(ticket: &Value) -> anyhow::Result<String> {
         .context("ticket name")
 }
 
-async fn commit(client: &Client, ticket: &Value) -> anyhow::Result<String> {
+pub(super) async fn commit(client: &Client, ticket: &Value) -> anyhow::Result<String> {
     client
         .gql(
             "mutation($u: ID!, $t: String!) { commitUpload(uploadId: $u, uploadToken: $t) { id } }",
@@ -387,7 +398,11 @@ async fn commit(client: &Client, ticket: &Value) -> anyhow::Result<String> {
     Ok(ticket["fileId"].as_str().context("file id")?.to_owned())
 }
 
-async fn create_file(client: &Client, space: &str, name: &str) -> anyhow::Result<String> {
+pub(super) async fn create_file(
+    client: &Client,
+    space: &str,
+    name: &str,
+) -> anyhow::Result<String> {
     let ticket = begin(client, space, name).await?;
     put_bytes(client, &ticket).await?;
     commit(client, &ticket).await

@@ -25,6 +25,7 @@ use sha2::Digest;
 
 mod cost;
 mod live;
+mod replication;
 mod uploads;
 
 #[derive(Parser)]
@@ -73,6 +74,13 @@ struct Args {
     /// Instead of the other runs: large multipart uploads, beside `dd` (see BENCHMARKS.md).
     #[arg(long)]
     uploads: bool,
+    /// Instead of the other runs: replication's lag under a steady write load, its
+    /// backfill rate, and on the AWS backend its requests per version (see BENCHMARKS.md).
+    #[arg(long)]
+    replication: bool,
+    /// Uploads per second of the replication lag run.
+    #[arg(long, default_value_t = 20)]
+    replication_rate: u32,
     /// Sizes of the upload runs (`100MB`, `1GiB`, ...).
     #[arg(long, value_delimiter = ',', value_parser = uploads::parse_size,
           default_value = "100MB,1000MB,1GiB")]
@@ -85,6 +93,7 @@ const MARKS: (&str, &str) = (
 );
 const COST_MARKS: (&str, &str) = ("<!-- aws-cost:start -->", "<!-- aws-cost:end -->");
 const UPLOAD_MARKS: (&str, &str) = ("<!-- uploads:start -->", "<!-- uploads:end -->");
+const REPLICATION_MARKS: (&str, &str) = ("<!-- replication:start -->", "<!-- replication:end -->");
 const UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) { updateFile(id: $id, baseVersion: $b, input: { metadata: [{ key: \"n\", value: $v }] }) { version } }";
 const CHANGES: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor } nextCursor hasMore } }";
 const CHANGES_WITH_URLS: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor downloadUrl } nextCursor hasMore } }";
@@ -124,6 +133,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (cost::cost_runs(&args, &dir).await, COST_MARKS)
     } else if args.uploads {
         (uploads::upload_runs(&args, &dir).await, UPLOAD_MARKS)
+    } else if args.replication {
+        (
+            replication::replication_runs(&args, &dir).await,
+            REPLICATION_MARKS,
+        )
     } else {
         (bench(&args, &dir).await, MARKS)
     };
@@ -310,6 +324,16 @@ fn start_server_with(
     dir: &Path,
     env: &[(&str, Option<&str>)],
 ) -> anyhow::Result<Server> {
+    start_server_configured(args, dir, env, None)
+}
+
+/// [`start_server_with`], with a configuration file.
+fn start_server_configured(
+    args: &Args,
+    dir: &Path,
+    env: &[(&str, Option<&str>)],
+    config: Option<&Path>,
+) -> anyhow::Result<Server> {
     // Write back what earlier runs left dirty (seeding 100,000 files leaves a lot), so
     // that its writeback does not stall this run's fsyncs.
     let _ = Command::new("sync").status();
@@ -327,8 +351,12 @@ fn start_server_with(
             None => command.env_remove(name),
         };
     }
+    command.arg("serve");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
     let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("FILESYNC_LOG__FILTER", "warn")
         // The load is one user: thousands of mutations per second, and (in the memory

@@ -89,11 +89,24 @@ impl S3Blobs {
             .upload_id()
             .ok_or_else(|| BlobError::Other(anyhow::anyhow!("S3 gave no upload id")))?
             .to_owned();
+        // A copy dropped half-way (its claim lost, the server stopping) aborts its upload
+        // rather than leave its parts behind.
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: Some(upload_id.clone()),
+        };
+        // At most 10,000 parts: larger objects take larger parts (whole MiBs).
+        let part_size = self
+            .part_size
+            .max(size.div_ceil(10_000).div_ceil(1 << 20) << 20);
+        let part_len = usize::try_from(part_size).unwrap_or(usize::MAX);
         let result = async {
             let mut whole = sha2::Sha256::new();
             let mut parts = Vec::new();
             let mut sent = 0u64;
-            let mut buffer: Vec<u8> = Vec::new();
+            let mut buffer = bytes::BytesMut::new();
             let mut number = 0u32;
             loop {
                 let chunk = body.try_next().await.map_err(|e| {
@@ -103,11 +116,9 @@ impl S3Blobs {
                 if let Some(chunk) = chunk {
                     buffer.extend_from_slice(&chunk);
                 }
-                while buffer.len() as u64 >= self.part_size || (ended && !buffer.is_empty()) {
-                    let take = buffer
-                        .len()
-                        .min(usize::try_from(self.part_size).unwrap_or(usize::MAX));
-                    let part: Vec<u8> = buffer.drain(..take).collect();
+                while buffer.len() >= part_len || (ended && !buffer.is_empty()) {
+                    let take = buffer.len().min(part_len);
+                    let part = buffer.split_to(take).freeze();
                     whole.update(&part);
                     sent += part.len() as u64;
                     if sent > size {
@@ -172,6 +183,7 @@ impl S3Blobs {
                 .send()
                 .await;
         }
+        guard.upload_id = None;
         result
     }
 
@@ -853,6 +865,32 @@ impl BlobStore for S3Blobs {
             return Err(BlobError::ChecksumMismatch);
         }
         Ok(true)
+    }
+}
+
+/// Aborts a multipart upload when dropped while still armed.
+struct AbortOnDrop {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(upload_id) = self.upload_id.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let request = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(upload_id);
+            runtime.spawn(async move {
+                let _ = request.send().await;
+            });
+        }
     }
 }
 

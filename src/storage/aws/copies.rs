@@ -26,6 +26,8 @@ const JOBS: &str = "@jobs";
 const JOB_SK: &str = "JOB";
 const REPLICATION_PK: &str = "REPLICATION";
 const STORES_SK: &str = "STORES";
+/// The element of the recorded stores that says the server default was on.
+const DEFAULT_ON: &str = "@default";
 
 pub fn copy_sk(blob_key: &str, store: &StoreId) -> String {
     format!("C#{blob_key}#{store}")
@@ -157,6 +159,14 @@ impl DynamoMetadata {
             }
             Err(e) => Err(aws_error(e)),
         }
+    }
+
+    async fn recorded_stores(&self) -> Result<Vec<String>, StoreError> {
+        let item = self.get(key(REPLICATION_PK.into(), STORES_SK)).await?;
+        Ok(match item.as_ref().and_then(|i| i.get("stores")) {
+            Some(AttributeValue::Ss(ids)) => ids.clone(),
+            _ => Vec::new(),
+        })
     }
 
     fn copy_key(task: &CopyTask) -> Attrs {
@@ -347,6 +357,10 @@ impl CopyQueue for DynamoMetadata {
         now: Millis,
     ) -> Result<(), StoreError> {
         for copy in self.copies_of(space, blob_key).await? {
+            // The primary's object is the content's own, removed by whoever removes it.
+            if copy.store.is_primary() {
+                continue;
+            }
             // A copy being made is removed once its claim has run out: its worker either
             // stopped (its next renewal fails) or deletes what it wrote.
             let due = copy.due_at.map_or(now, |d| d.max(now));
@@ -551,39 +565,42 @@ impl CopyQueue for DynamoMetadata {
         &self,
         stores: &[StoreId],
         default_on: bool,
+        record: bool,
     ) -> Result<(Vec<StoreId>, bool), StoreError> {
-        let item = self.get(key(REPLICATION_PK.into(), STORES_SK)).await?;
-        let known: Vec<String> = match item.as_ref().and_then(|i| i.get("stores")) {
-            Some(AttributeValue::L(list)) => {
-                list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
-            }
-            _ => Vec::new(),
-        };
-        let was_on = item
-            .as_ref()
-            .and_then(|i| i.get("default_on"))
-            .and_then(|v| v.as_bool().ok().copied())
-            .unwrap_or(false);
-        let new = stores
+        let known = self.recorded_stores().await?;
+        let new: Vec<StoreId> = stores
             .iter()
             .filter(|s| !known.iter().any(|k| k == s.as_str()))
             .cloned()
             .collect();
-        let mut record = key(REPLICATION_PK.into(), STORES_SK);
-        record.insert(
-            "stores".into(),
-            AttributeValue::L(stores.iter().map(|st| s(st.as_str())).collect()),
-        );
-        record.insert("default_on".into(), AttributeValue::Bool(default_on));
-        self.requests.dynamodb("PutItem");
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(record))
-            .send()
-            .await
-            .map_err(aws_error)?;
-        Ok((new, default_on && !was_on))
+        let turned_on = default_on && !known.iter().any(|k| k == DEFAULT_ON);
+        let mut ids: Vec<String> = new.iter().map(|s| s.to_string()).collect();
+        if turned_on {
+            ids.push(DEFAULT_ON.to_owned());
+        }
+        if record && !ids.is_empty() {
+            // A set, added to: servers configured differently never undo each other.
+            self.update_if(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(REPLICATION_PK.into(), STORES_SK)))
+                    .update_expression("ADD stores :ids")
+                    .expression_attribute_values(":ids", AttributeValue::Ss(ids)),
+            )
+            .await?;
+        }
+        Ok((new, turned_on))
+    }
+
+    async fn registered_stores(&self) -> Result<Vec<StoreId>, StoreError> {
+        Ok(self
+            .recorded_stores()
+            .await?
+            .into_iter()
+            .filter(|s| s != DEFAULT_ON)
+            .map(StoreId::from_stored)
+            .collect())
     }
 
     async fn take_lease(

@@ -250,7 +250,7 @@ impl CopyQueue for Db {
                 conn.prepare_cached(
                     "UPDATE copies SET status = 'REMOVING', claim = NULL, updated_at = ?3,
                        due_at = CASE WHEN claim IS NOT NULL AND due_at > ?3 THEN due_at ELSE ?3 END
-                     WHERE space_id = ?1 AND blob_key = ?2",
+                     WHERE space_id = ?1 AND blob_key = ?2 AND store != 'primary'",
                 )
                 .and_then(|mut s| s.execute(params![space.to_string(), key, now]))
                 .map_err(internal)?;
@@ -456,6 +456,7 @@ impl CopyQueue for Db {
         &self,
         stores: &[StoreId],
         default_on: bool,
+        record: bool,
     ) -> Result<(Vec<StoreId>, bool), StoreError> {
         let stores = stores.to_vec();
         self.writer
@@ -470,27 +471,35 @@ impl CopyQueue for Db {
                     .cloned()
                     .collect();
                 let turned_on = default_on && !known.iter().any(|k| k == DEFAULT_ON);
-                let mut wanted: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
-                if default_on {
-                    wanted.push(DEFAULT_ON.to_owned());
-                }
-                // A store (or the default) taken out of the configuration is forgotten, so
-                // that putting it back backfills what it missed meanwhile.
-                for gone in known.iter().filter(|k| !wanted.contains(k)) {
-                    conn.execute("DELETE FROM replication_stores WHERE id = ?1", [gone])
+                if record {
+                    let now = crate::domain::now_millis();
+                    let mut ids: Vec<&str> = new.iter().map(StoreId::as_str).collect();
+                    if turned_on {
+                        ids.push(DEFAULT_ON);
+                    }
+                    for id in ids {
+                        conn.execute(
+                            "INSERT OR IGNORE INTO replication_stores (id, added_at) VALUES (?1, ?2)",
+                            params![id, now],
+                        )
                         .map_err(internal)?;
-                }
-                let now = crate::domain::now_millis();
-                for id in wanted.iter().filter(|w| !known.contains(w)) {
-                    conn.execute(
-                        "INSERT INTO replication_stores (id, added_at) VALUES (?1, ?2)",
-                        params![id, now],
-                    )
-                    .map_err(internal)?;
+                    }
                 }
                 Ok((new, turned_on))
             })
             .await
+    }
+
+    async fn registered_stores(&self) -> Result<Vec<StoreId>, StoreError> {
+        self.lookup(|conn| {
+            conn.prepare_cached("SELECT id FROM replication_stores WHERE id != ?1 ORDER BY id")
+                .and_then(|mut s| {
+                    s.query_map([DEFAULT_ON], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map(|ids| ids.into_iter().map(StoreId::from_stored).collect())
+                .map_err(internal)
+        })
     }
 
     async fn take_lease(

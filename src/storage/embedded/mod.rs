@@ -79,7 +79,7 @@ pub async fn open(data_dir: &Path, ctx: OpenContext) -> anyhow::Result<Storage> 
 }
 
 /// Makes `dir` (and its parents) if needed, and makes it its owner's only.
-pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{describe, stopped_during};
+use super::describe;
 use crate::domain::{CopyRecord, CopyStatus, NewCopy, ReplicationJob};
 use crate::storage::Verdict;
 use crate::sync::{Error, Result, SyncService, millis, now};
@@ -43,13 +43,11 @@ impl SyncService {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %describe(&e), "cannot claim a replication job"),
             }
-            if stopped_during(
-                &stop,
-                settings.poll_interval.max(Duration::from_secs(1)) * 5,
-            )
-            .await
-            {
-                return;
+            // Jobs are rare: looked for now and then, and at once when one starts here.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.replication().wake_jobs.notified() => {}
+                _ = tokio::time::sleep(settings.poll_interval.max(Duration::from_secs(1)) * 5) => {}
             }
         }
     }
@@ -127,32 +125,70 @@ impl SyncService {
                 }
             }
         }
+        // A commit that read the space's settings (or its server's stores) before the job
+        // began may publish after the walk: the log is walked once more after
+        // `job_grace`, and the job is done only then.
+        let settle_at = job.started_at + millis(replication.settings.job_grace);
+        if now() < settle_at {
+            copies.advance_job(&job, claim, settle_at).await?;
+            return Ok(());
+        }
         job.done = true;
         advance(&job).await?;
         tracing::info!(%space, verify = job.verify, "replication job done");
         Ok(())
     }
 
-    /// Checks one `OK` copy against its checksum, at the scrub's pace; a missing or
-    /// corrupt one is queued to be copied again.
+    /// Checks one copy against its checksum, at the scrub's pace: an `OK` one found
+    /// missing or corrupt is queued to be copied again; a `FAILED` one found intact (put
+    /// back by hand, or copied by a worker whose outcome was lost) is queued so that a
+    /// worker records it `OK`. Copies in a store this server found down are skipped.
     pub(super) async fn check_copy(&self, copy: &CopyRecord) {
         let replication = self.replication();
-        if copy.status != CopyStatus::Ok {
+        if !matches!(copy.status, CopyStatus::Ok | CopyStatus::Failed)
+            || replication.is_down(&copy.store)
+        {
             return;
         }
         let Some(store) = replication.store(&copy.store) else {
             return;
         };
-        // Folder stores hash every object they check (S3 answers with the checksum it
-        // keeps): their checks cost bytes too.
-        let hashes = store.copy_source().is_none();
-        replication.pace(copy.content.size, hashes).await;
         let content = &copy.content;
+        // A check reads the whole object where the store keeps no SHA-256 of it (folders,
+        // which also could not tell bytes overwritten in place; S3 objects sent in parts):
+        // those are paced by bytes too.
+        let reads = match store.copy_source() {
+            None => true,
+            Some(_) => match store.head(&content.blob_key).await {
+                Ok(Some(info)) => info.sha256.is_none() && info.size == content.size,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(store = %copy.store, key = %content.blob_key, error = %describe(&e), "cannot check a copy");
+                    return;
+                }
+            },
+        };
+        replication.pace(content.size, reads).await;
         match store
             .verify(&content.blob_key, content.size, content.sha256, false)
             .await
         {
+            Ok(Verdict::Intact) if copy.status == CopyStatus::Failed => {
+                let _ = self
+                    .inner
+                    .store
+                    .copies
+                    .requeue_copy(
+                        copy.space_id,
+                        &content.blob_key,
+                        &copy.store,
+                        "found intact",
+                        now(),
+                    )
+                    .await;
+            }
             Ok(Verdict::Intact) => {}
+            Ok(_) if copy.status == CopyStatus::Failed => {}
             Ok(verdict) => {
                 self.found_bad(copy.space_id, &content.blob_key, &copy.store, verdict)
                     .await

@@ -10,13 +10,13 @@
 //! space's commit log to backfill a new store or repair a space on an owner's request.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +40,18 @@ pub(super) struct Replication {
     /// The primary first, then the replica stores.
     stores: Vec<ReplicaStore>,
     wake: HashMap<StoreId, Arc<Notify>>,
+    /// Wakes this server's job runner (a job was started here).
+    wake_jobs: Notify,
     /// Objects the primary store lacks (its copy is not `OK`): reads go elsewhere.
     degraded: RwLock<HashSet<String>>,
+    /// Stores this server's workers found down: the scrub and repairs leave them alone.
+    down: RwLock<HashSet<StoreId>>,
+    /// Stores some server replicates to (the metadata store's record), refreshed with the
+    /// degraded set: a commit queues copies for these too, so that a server not yet
+    /// configured with a new store still queues its copies.
+    registered: RwLock<Vec<StoreId>>,
+    /// Bytes of downloads held in memory to be hashed before they are served.
+    read_budget: Arc<tokio::sync::Semaphore>,
     pub(super) stats: Arc<ReplicationStats>,
     /// This server's name in cluster-wide leases.
     owner: String,
@@ -71,7 +81,10 @@ pub struct ReplicationStats {
     pub found_bad: Family<ResultLabels, Counter>,
     /// Copies checked by the scrub and repairs.
     pub checked: Family<StoreLabels, Counter>,
-    pub degraded_objects: AtomicU64,
+    /// Objects the primary store lacks (reads go to a replica meanwhile).
+    pub degraded_objects: Gauge,
+    /// 1 for a store this server's worker takes as down.
+    pub store_down: Family<StoreLabels, Gauge>,
 }
 
 impl Default for ReplicationStats {
@@ -84,7 +97,8 @@ impl Default for ReplicationStats {
             }),
             found_bad: Family::default(),
             checked: Family::default(),
-            degraded_objects: AtomicU64::new(0),
+            degraded_objects: Gauge::default(),
+            store_down: Family::default(),
         }
     }
 }
@@ -94,6 +108,7 @@ impl Replication {
         let mut stores = vec![ReplicaStore {
             id: StoreId::primary(),
             blobs: storage.blobs.clone(),
+            new_folder: false,
         }];
         stores.extend(storage.stores.iter().cloned());
         let wake = stores
@@ -104,7 +119,11 @@ impl Replication {
             settings,
             stores,
             wake,
+            wake_jobs: Notify::new(),
             degraded: RwLock::new(HashSet::new()),
+            down: RwLock::new(HashSet::new()),
+            registered: RwLock::new(Vec::new()),
+            read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
             stats: Arc::new(ReplicationStats::default()),
             owner: uuid::Uuid::new_v4().simple().to_string(),
             next_check: tokio::sync::Mutex::new(tokio::time::Instant::now()),
@@ -131,6 +150,25 @@ impl Replication {
         self.stores.len() > 1
     }
 
+    fn set_down(&self, store: &StoreId, down: bool) {
+        self.stats
+            .store_down
+            .get_or_create(&StoreLabels {
+                store: store.to_string(),
+            })
+            .set(i64::from(down));
+        let mut set = self.down.write().expect("down set poisoned");
+        if down {
+            set.insert(store.clone());
+        } else {
+            set.remove(store);
+        }
+    }
+
+    fn is_down(&self, store: &StoreId) -> bool {
+        self.down.read().expect("down set poisoned").contains(store)
+    }
+
     fn store(&self, id: &StoreId) -> Option<&Arc<dyn BlobStore>> {
         self.stores.iter().find(|s| &s.id == id).map(|s| &s.blobs)
     }
@@ -144,13 +182,19 @@ impl Replication {
         self.active() && settings.replication.unwrap_or(self.settings.default)
     }
 
-    /// The stores a commit of new content in a space with these settings copies to.
+    /// The stores a commit of new content in a space with these settings copies to: the
+    /// primary, this server's stores, and the stores other servers registered.
     pub(super) fn copy_targets(&self, settings: &SpaceSettings) -> Vec<StoreId> {
-        if self.replicates(settings) {
-            self.replica_ids()
-        } else {
-            Vec::new()
+        if !self.replicates(settings) {
+            return Vec::new();
         }
+        let mut targets = self.replica_ids();
+        for store in self.registered.read().expect("registry poisoned").iter() {
+            if !targets.contains(store) && targets.len() <= MAX_REPLICA_STORES {
+                targets.push(store.clone());
+            }
+        }
+        targets
     }
 
     pub(super) fn wake_all(&self) {
@@ -175,7 +219,7 @@ impl Replication {
         }
         self.stats
             .degraded_objects
-            .store(set.len() as u64, Ordering::Relaxed);
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
     }
 
     /// When a failed copy is tried again: twice as long each time, up to `retry_max`,
@@ -190,6 +234,13 @@ impl Replication {
         now + millis(base.mul_f64(jitter))
     }
 }
+
+/// Replica stores at most (the configuration refuses more): a commit's copies stay
+/// within DynamoDB's 100 items per transaction.
+const MAX_REPLICA_STORES: usize = 8;
+/// Bytes all downloads being hashed before they are served may hold at once; past it, a
+/// download is hashed as it streams.
+const READ_BUDGET: usize = 64 << 20;
 
 /// A store's copies of a space, counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -217,6 +268,9 @@ pub struct ReplicationStatus {
     pub at: Millis,
 }
 
+/// A job asked for again after this long starts over (it may be stuck on a store).
+const JOB_RESTART_AFTER: Duration = Duration::from_secs(3600);
+
 /// How many of a space's copies `replicationStatus` counts at most (it reads them all).
 const STATUS_PAGE: usize = 500;
 
@@ -236,10 +290,13 @@ impl SyncService {
         if !replication.active() {
             return;
         }
-        if let Err(e) = self.register_stores().await {
-            tracing::error!(error = %format!("{e:#}"), "cannot record the replica stores; backfills of new ones will start on a later start");
-        }
         let mut tasks = tokio::task::JoinSet::new();
+        let this = self.clone();
+        tasks.spawn(async move {
+            if let Err(e) = this.register_stores().await {
+                tracing::error!(error = %describe(&e), "cannot record the replica stores; a new store's backfill starts at the next start");
+            }
+        });
         for store in &replication.stores {
             tasks.spawn(self.clone().run_worker(store.id.clone(), stop.clone()));
         }
@@ -250,7 +307,8 @@ impl SyncService {
     }
 
     /// Records the configured stores; a store not seen before (or the server default
-    /// turned on) starts a backfill of every space.
+    /// turned on) starts a backfill of every space. The stores are recorded only once
+    /// every space's job is started: a crash in between starts them all again.
     async fn register_stores(&self) -> Result<()> {
         let replication = self.replication();
         let replicas: Vec<StoreId> = replication
@@ -259,42 +317,46 @@ impl SyncService {
             .skip(1)
             .map(|s| s.id.clone())
             .collect();
-        let (new, default_on) = self
-            .inner
-            .store
-            .copies
-            .register_stores(&replicas, replication.settings.default)
+        let copies = &self.inner.store.copies;
+        let (new, default_on) = copies
+            .register_stores(&replicas, replication.settings.default, false)
             .await?;
-        if new.is_empty() && !default_on {
-            return Ok(());
-        }
-        tracing::info!(new_stores = ?new, default_on, "backfilling every space");
-        let mut cursor = None;
-        loop {
-            let (spaces, next) = self.inner.store.copies.spaces_page(cursor, 500).await?;
-            for space in spaces {
-                self.start_job(space, false).await?;
+        if !new.is_empty() || default_on {
+            tracing::info!(new_stores = ?new, default_on, "backfilling every space");
+            let mut cursor = None;
+            loop {
+                let (spaces, next) = copies.spaces_page(cursor, 500).await?;
+                for space in spaces {
+                    self.start_job(space, false).await?;
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
-            match next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(()),
-            }
         }
+        copies
+            .register_stores(&replicas, replication.settings.default, true)
+            .await?;
+        Ok(())
     }
 
     /// Starts (over) a space's backfill, or its repair (`verify`), unless a repair runs
     /// already and a backfill is asked for (a repair does all a backfill does).
     pub(super) async fn start_job(&self, space: SpaceId, verify: bool) -> Result<ReplicationJob> {
         let copies = &self.inner.store.copies;
-        if !verify
-            && let Some(job) = copies.job(space).await?
+        // A repair running already does all that is asked (a repair: what a backfill
+        // does and more); asking again does not start it over.
+        if let Some(job) = copies.job(space).await?
             && !job.done
-            && job.verify
+            && (job.verify || !verify)
+            && job.started_at + millis(JOB_RESTART_AFTER) > now()
         {
             return Ok(job);
         }
         let job = ReplicationJob::new(space, verify, now());
         copies.put_job(&job).await?;
+        self.replication().wake_jobs.notify_one();
         Ok(job)
     }
 
@@ -435,11 +497,23 @@ impl SyncService {
                     replication
                         .stats
                         .degraded_objects
-                        .store(keys.len() as u64, Ordering::Relaxed);
+                        .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
                     *replication.degraded.write().expect("degraded set poisoned") = keys;
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "cannot read the primary's unsettled copies")
+                }
+            }
+            match self.inner.store.copies.registered_stores().await {
+                Ok(stores) => {
+                    *self
+                        .replication()
+                        .registered
+                        .write()
+                        .expect("registry poisoned") = stores
+                }
+                Err(e) => {
+                    tracing::warn!(error = %describe(&e), "cannot read the registered stores")
                 }
             }
             tokio::select! {

@@ -138,7 +138,19 @@ impl SyncService {
                 .await;
             return Ok(None);
         }
-        if read.total_size <= self.replication().settings.verify_reads_below {
+        // Held whole only within the budget of bytes all such reads share; past it (many
+        // at once), hashed as it streams instead.
+        let budget = u32::try_from(read.total_size)
+            .ok()
+            .filter(|_| read.total_size <= self.replication().settings.verify_reads_below)
+            .and_then(|n| {
+                self.replication()
+                    .read_budget
+                    .clone()
+                    .try_acquire_many_owned(n.max(1))
+                    .ok()
+            });
+        if let Some(_held) = budget {
             let mut bytes = Vec::with_capacity(read.total_size as usize);
             let mut stream = read.stream;
             while let Some(chunk) = stream.next().await {

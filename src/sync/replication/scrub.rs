@@ -70,27 +70,45 @@ impl SyncService {
                 if stopped_during(stop, rest).await {
                     return Ok(());
                 }
-            } else {
-                self.scrub_step(&mut pass).await?;
+            } else if !self.scrub_step(&mut pass, &mut renewed_at).await? {
+                return Ok(());
             }
-            if renewed_at.elapsed() >= LEASE / 6 || at < pass.next_pass_at {
-                let payload = serde_json::to_string(&pass).expect("a pass serialises");
-                let at = now();
-                if copies
-                    .take_lease(LEASE_NAME, owner, at, at + millis(LEASE), Some(&payload))
-                    .await?
-                    .is_none()
-                {
-                    return Ok(());
-                }
-                renewed_at = std::time::Instant::now();
+            if (renewed_at.elapsed() >= LEASE / 6 || at < pass.next_pass_at)
+                && !self.renew_scrub(&pass).await?
+            {
+                return Ok(());
             }
+            renewed_at = std::time::Instant::now();
         }
     }
 
+    /// Renews the lease with where the pass stands; `false` when it is held elsewhere.
+    async fn renew_scrub(&self, pass: &Pass) -> crate::sync::Result<bool> {
+        let payload = serde_json::to_string(pass).expect("a pass serialises");
+        let at = now();
+        Ok(self
+            .inner
+            .store
+            .copies
+            .take_lease(
+                LEASE_NAME,
+                &self.replication().owner,
+                at,
+                at + millis(LEASE),
+                Some(&payload),
+            )
+            .await?
+            .is_some())
+    }
+
     /// One page of the pass: a page of spaces listed, or a page of a space's copies
-    /// checked.
-    async fn scrub_step(&self, pass: &mut Pass) -> crate::sync::Result<()> {
+    /// checked (the lease renewed between checks as needed); `false` when the lease was
+    /// lost meanwhile.
+    async fn scrub_step(
+        &self,
+        pass: &mut Pass,
+        renewed_at: &mut std::time::Instant,
+    ) -> crate::sync::Result<bool> {
         let copies = &self.inner.store.copies;
         let Some(space) = pass
             .space
@@ -100,7 +118,7 @@ impl SyncService {
             if let Some(next) = pass.queue.pop() {
                 pass.space = Some(next);
                 pass.after = None;
-                return Ok(());
+                return Ok(true);
             }
             if pass.started && pass.listed_all {
                 tracing::info!("scrub pass done");
@@ -108,14 +126,14 @@ impl SyncService {
                     next_pass_at: now() + millis(self.replication().settings.scrub.pass_interval),
                     ..Pass::default()
                 };
-                return Ok(());
+                return Ok(true);
             }
             let (spaces, next) = copies.spaces_page(pass.spaces_cursor.take(), 100).await?;
             pass.started = true;
             pass.listed_all = next.is_none();
             pass.spaces_cursor = next;
             pass.queue = spaces.iter().map(ToString::to_string).collect();
-            return Ok(());
+            return Ok(true);
         };
         let after = pass
             .after
@@ -124,6 +142,12 @@ impl SyncService {
         let page = copies.copies_page(space, after, CHECK_PAGE).await?;
         for copy in &page {
             self.check_copy(copy).await;
+            if renewed_at.elapsed() >= LEASE / 6 {
+                if !self.renew_scrub(pass).await? {
+                    return Ok(false);
+                }
+                *renewed_at = std::time::Instant::now();
+            }
         }
         match page.last() {
             Some(last) if page.len() == CHECK_PAGE => {
@@ -134,6 +158,6 @@ impl SyncService {
                 pass.after = None;
             }
         }
-        Ok(())
+        Ok(true)
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ResultLabels, StoreLabels, describe, stopped_during};
+use super::{ResultLabels, StoreLabels, describe};
 use crate::domain::{CopyOutcome, CopyRecord, CopyStatus, CopyTask, StoreId};
 use crate::storage::{BlobError, BlobStore, Verdict};
 use crate::sync::{SyncService, millis, now};
@@ -34,71 +34,99 @@ enum CopyFailure {
     Failed(String),
 }
 
+/// How a worked-on copy went, for the store's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Went {
+    /// The store did what was asked.
+    Well,
+    /// The store failed.
+    Badly,
+    /// Says nothing of the store (claim lost, stopping, not recorded).
+    Neither,
+}
+
 impl SyncService {
+    /// One store's worker: keeps up to `copy_concurrency` copies running, claiming more as
+    /// each ends (one slow copy holds one slot, not the others). A store that fails
+    /// `DOWN_AFTER` times in a row is taken as down: one probe at a time, less and less
+    /// often, and the scrub and repairs leave it alone until a copy succeeds.
     pub(super) async fn run_worker(self, store: StoreId, stop: CancellationToken) {
         let replication = self.replication();
-        let settings = &replication.settings;
+        let settings = replication.settings.clone();
         let wake = replication.wake[&store].clone();
+        let mut running: tokio::task::JoinSet<Went> = tokio::task::JoinSet::new();
         let mut straight_failures = 0u32;
+        let mut probe_at = tokio::time::Instant::now();
         loop {
             let down = straight_failures >= DOWN_AFTER;
-            let limit = if down { 1 } else { settings.copy_concurrency };
-            let at = now();
-            let claimed = self
-                .inner
-                .store
-                .copies
-                .claim_copies(&store, at, at + millis(settings.claim_lease), limit)
-                .await;
-            let tasks = match claimed {
-                Ok(tasks) => tasks,
-                Err(e) => {
-                    tracing::warn!(%store, error = %describe(&e), "cannot claim copies");
-                    if stopped_during(&stop, settings.poll_interval).await {
-                        return;
+            let capacity = if down { 1 } else { settings.copy_concurrency };
+            let free = capacity.saturating_sub(running.len());
+            if free > 0 && (!down || tokio::time::Instant::now() >= probe_at) {
+                let at = now();
+                match self
+                    .inner
+                    .store
+                    .copies
+                    .claim_copies(&store, at, at + millis(settings.claim_lease), free)
+                    .await
+                {
+                    Ok(tasks) => {
+                        for task in tasks {
+                            let (this, stop) = (self.clone(), stop.clone());
+                            running.spawn(async move { this.work_on(task, stop).await });
+                        }
                     }
-                    continue;
+                    Err(e) => tracing::warn!(%store, error = %describe(&e), "cannot claim copies"),
                 }
-            };
-            if tasks.is_empty() {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(settings.poll_interval) => {}
-                }
-                continue;
             }
-            let results = futures::future::join_all(
-                tasks
-                    .into_iter()
-                    .map(|task| self.work_on(task, stop.clone())),
-            )
-            .await;
-            if results.iter().any(|ok| *ok) {
-                straight_failures = 0;
+            let idle = if down {
+                probe_at
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .max(settings.poll_interval)
             } else {
-                straight_failures += 1;
-            }
-            if straight_failures >= DOWN_AFTER {
-                let pause = Duration::from_secs(5)
-                    .saturating_mul(2u32.saturating_pow(straight_failures - DOWN_AFTER))
-                    .min(PROBE_MAX);
-                tracing::warn!(%store, failures = straight_failures, ?pause, "store looks down; probing it with one copy at a time");
-                if stopped_during(&stop, pause).await {
+                settings.poll_interval
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    while running.join_next().await.is_some() {}
                     return;
                 }
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    match joined.unwrap_or(Went::Neither) {
+                        Went::Well => {
+                            if straight_failures >= DOWN_AFTER {
+                                tracing::info!(%store, "store is back");
+                            }
+                            straight_failures = 0;
+                            replication.set_down(&store, false);
+                        }
+                        Went::Badly => {
+                            straight_failures += 1;
+                            if straight_failures >= DOWN_AFTER {
+                                let pause = Duration::from_secs(5)
+                                    .saturating_mul(2u32.saturating_pow((straight_failures - DOWN_AFTER).min(16)))
+                                    .min(PROBE_MAX);
+                                probe_at = tokio::time::Instant::now() + pause;
+                                replication.set_down(&store, true);
+                                tracing::warn!(%store, failures = straight_failures, ?pause, "store looks down; probing it with one copy at a time");
+                            }
+                        }
+                        Went::Neither => {}
+                    }
+                }
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         }
     }
 
-    /// Works on one claimed copy and records the outcome; `true` when the store did
-    /// what was asked.
-    async fn work_on(&self, task: CopyTask, stop: CancellationToken) -> bool {
+    /// Works on one claimed copy and records the outcome.
+    async fn work_on(&self, task: CopyTask, stop: CancellationToken) -> Went {
         let replication = self.replication();
         let record = &task.record;
         let store = record.store.as_str().to_owned();
         let Some(dest) = replication.store(&record.store).cloned() else {
-            return false;
+            return Went::Neither;
         };
         let started = std::time::Instant::now();
         let work = async {
@@ -107,7 +135,7 @@ impl SyncService {
                     .delete(&record.content.blob_key)
                     .await
                     .map(|()| CopyOutcome::Removed)
-                    .map_err(|e| CopyFailure::Failed(describe(&e)));
+                    .map_err(|e| CopyFailure::Failed(self.store_failed(record, &e)));
             }
             self.copy(record, &dest).await.map(|method| {
                 tracing::debug!(store = %record.store, key = %record.content.blob_key, method, "copied");
@@ -117,19 +145,18 @@ impl SyncService {
         let outcome = tokio::select! {
             outcome = work => outcome,
             () = self.keep_claim(&task) => Err(CopyFailure::ClaimLost),
-            _ = stop.cancelled() => return false,
+            _ = stop.cancelled() => return Went::Neither,
         };
         let at = now();
-        let (outcome, ok) = match outcome {
-            Ok(outcome) => (outcome, true),
+        let (outcome, went) = match outcome {
+            Ok(outcome) => (outcome, Went::Well),
             Err(CopyFailure::ClaimLost) => {
                 self.after_lost_claim(record, &dest).await;
-                return false;
+                return Went::Neither;
             }
             Err(CopyFailure::Failed(error)) => {
-                tracing::warn!(%store, key = %record.content.blob_key, attempts = record.attempts + 1, %error, "copy failed");
                 let retry_at = replication.retry_at(record.attempts, at);
-                (CopyOutcome::Failed { error, retry_at }, false)
+                (CopyOutcome::Failed { error, retry_at }, Went::Badly)
             }
         };
         let label = match &outcome {
@@ -147,12 +174,12 @@ impl SyncService {
             Ok(true) => {}
             Ok(false) => {
                 self.after_lost_claim(record, &dest).await;
-                return false;
+                return Went::Neither;
             }
             Err(e) => {
                 // Not recorded: the claim runs out and the copy is done again (harmless).
                 tracing::warn!(%store, error = %describe(&e), "cannot record a copy's outcome");
-                return false;
+                return Went::Neither;
             }
         }
         let stats = &replication.stats;
@@ -171,14 +198,23 @@ impl SyncService {
                 .bytes
                 .get_or_create(&labels)
                 .inc_by(record.content.size);
-            let lag = (at - record.committed_at).max(0) as f64 / 1000.0;
+            // From the copy's queueing (the commit; a backfill's or a repair's start).
+            let lag =
+                (at - record.committed_at.max(record_queued_at(record))).max(0) as f64 / 1000.0;
             stats.lag.get_or_create(&labels).observe(lag);
             if record.store.is_primary() {
                 replication.mark_degraded(&record.content.blob_key, false);
             }
             tracing::debug!(%store, key = %record.content.blob_key, took = ?started.elapsed(), "copy recorded");
         }
-        ok
+        went
+    }
+
+    /// A store's failure, logged whole; what owners see of it (`lastError`) names the
+    /// kind of failure only: no endpoint, bucket, path or key.
+    fn store_failed(&self, record: &CopyRecord, e: &BlobError) -> String {
+        tracing::warn!(store = %record.store, key = %record.content.blob_key, attempts = record.attempts + 1, error = %describe(e), "copy failed");
+        public_error(e)
     }
 
     /// Renews the claim every third of its lease; returns when it is lost.
@@ -201,21 +237,27 @@ impl SyncService {
         }
     }
 
-    /// A claim was lost while copying: if the content was removed meanwhile, what this
-    /// worker may have written goes too (the remover may have deleted before it wrote).
+    /// A claim was lost while copying: if the content was removed meanwhile (a read that
+    /// shows no copy of this store, or one being removed), what this worker may have
+    /// written goes too (the remover may have deleted before it wrote). A failed read
+    /// deletes nothing: another worker may have finished this copy.
     async fn after_lost_claim(&self, record: &CopyRecord, dest: &Arc<dyn BlobStore>) {
-        let copies = self
+        if record.store.is_primary() {
+            return;
+        }
+        let Ok(copies) = self
             .inner
             .store
             .copies
             .copies_of(record.space_id, &record.content.blob_key)
-            .await;
-        let still_wanted = copies.is_ok_and(|copies| {
-            copies
-                .iter()
-                .any(|c| c.store == record.store && c.status != CopyStatus::Removing)
-        });
-        if !still_wanted && !record.store.is_primary() {
+            .await
+        else {
+            return;
+        };
+        let removed = !copies
+            .iter()
+            .any(|c| c.store == record.store && c.status != CopyStatus::Removing);
+        if removed {
             let _ = dest.delete(&record.content.blob_key).await;
         }
     }
@@ -238,6 +280,11 @@ impl SyncService {
         if !copies.iter().any(|c| c.store == record.store) {
             return Err(CopyFailure::ClaimLost);
         }
+        // Already there, intact (a copy whose outcome a crash kept from being recorded;
+        // an object put back by hand): nothing to copy, nothing overwritten.
+        if let Ok(Verdict::Intact) = dest.verify(key, content.size, content.sha256, false).await {
+            return Ok("already there");
+        }
         let mut sources: Vec<&StoreId> = copies
             .iter()
             .filter(|c| c.status == CopyStatus::Ok && c.store != record.store)
@@ -248,8 +295,9 @@ impl SyncService {
         let mut errors = Vec::new();
         for source_id in sources {
             let source = replication.store(source_id).expect("filtered above");
+            let into_primary = record.store.is_primary();
             match self
-                .copy_from(source.as_ref(), dest.as_ref(), content)
+                .copy_from(source.as_ref(), dest.as_ref(), content, into_primary)
                 .await
             {
                 Ok(method) => return Ok(method),
@@ -270,7 +318,10 @@ impl SyncService {
                         self.found_bad(record.space_id, key, source_id, verdict)
                             .await;
                     }
-                    errors.push(format!("from {source_id}: {}", describe(&e)));
+                    errors.push(format!(
+                        "from {source_id}: {}",
+                        self.store_failed(record, &e)
+                    ));
                 }
             }
         }
@@ -287,9 +338,13 @@ impl SyncService {
         source: &dyn BlobStore,
         dest: &dyn BlobStore,
         content: &crate::domain::Content,
+        into_primary: bool,
     ) -> Result<&'static str, SourceOr> {
         let key = content.blob_key.as_str();
-        if self.replication().settings.server_copy
+        // Never a server-side copy onto the primary: it writes before it can be checked.
+        // A stream is checked before the object is put in place.
+        if !into_primary
+            && self.replication().settings.server_copy
             && let Some(from) = source.copy_source()
             && dest
                 .copy_within(&from, key, content.size, content.sha256)
@@ -356,5 +411,52 @@ impl SyncService {
             }
             Err(e) => tracing::warn!(error = %describe(&e), "cannot queue a copy again"),
         }
+    }
+}
+
+/// When a copy was queued: its record's `updated_at` while it was never OK. The lag of a
+/// backfilled copy counts from the backfill, not from its version's old commit.
+fn record_queued_at(record: &CopyRecord) -> crate::domain::Millis {
+    if record.attempts == 0 {
+        record.updated_at
+    } else {
+        record.committed_at
+    }
+}
+
+/// What owners may see of a store's failure: its kind, and S3's error code where there
+/// is one.
+fn public_error(e: &BlobError) -> String {
+    match e {
+        BlobError::StorageFull => "the store is full".into(),
+        BlobError::ChecksumMismatch => "the bytes read did not match the version's SHA-256".into(),
+        BlobError::Other(cause) => {
+            let text = format!("{cause:#}");
+            const CODES: [&str; 12] = [
+                "NoSuchBucket",
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "SlowDown",
+                "ServiceUnavailable",
+                "InternalError",
+                "RequestTimeout",
+                "BadDigest",
+                "InvalidDigest",
+                "EntityTooLarge",
+                "NoSuchUpload",
+            ];
+            if let Some(code) = CODES.iter().find(|c| text.contains(*c)) {
+                return format!("the store refused the request ({code})");
+            }
+            if text.contains("dispatch failure")
+                || text.contains("timed out")
+                || text.contains("connect")
+            {
+                return "the store could not be reached".into();
+            }
+            "the store failed (the server's log has the details)".into()
+        }
+        _ => "the copy failed (the server's log has the details)".into(),
     }
 }
