@@ -397,6 +397,9 @@ pub struct ReplicationSettings {
     pub scrub: ScrubSettings,
     /// At most 8. Ids are forever: never reuse one for another bucket or folder.
     pub stores: Vec<StoreSettings>,
+    /// Ids of stores taken out for good: no copies are queued for them any more (every
+    /// server queues copies for the stores any server recorded, until retired here).
+    pub retired_stores: Vec<String>,
 }
 
 impl Default for ReplicationSettings {
@@ -415,6 +418,7 @@ impl Default for ReplicationSettings {
             verify_reads_below: 8 * 1024 * 1024,
             scrub: ScrubSettings::default(),
             stores: Vec::new(),
+            retired_stores: Vec::new(),
         }
     }
 }
@@ -477,6 +481,31 @@ pub struct StoreSettings {
     pub access_key_id: Option<String>,
     #[serde(default)]
     pub secret_access_key: Option<Secret>,
+}
+
+/// `path` with its existing part resolved (symlinks, `..`) and the rest appended: what
+/// it will be once made.
+fn real_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(real) => {
+                return Ok(rest
+                    .iter()
+                    .rev()
+                    .fold(real, |p: PathBuf, part| p.join(part)));
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return Ok(absolute),
+            },
+        }
+    }
 }
 
 /// A secret that never shows up in logs or `Debug` output.
@@ -552,6 +581,20 @@ impl Settings {
             r.verify_reads_below <= 64 << 20,
             "invalid configuration: replication.verify_reads_below must be at most 64 MiB"
         );
+        anyhow::ensure!(
+            r.job_grace >= r.degraded_refresh * 2,
+            "invalid configuration: replication.job_grace must be at least twice \
+             replication.degraded_refresh (servers learn of new stores that often)"
+        );
+        for id in &r.retired_stores {
+            crate::domain::StoreId::parse(id).map_err(|e| {
+                anyhow::anyhow!("invalid configuration: replication.retired_stores: {e}")
+            })?;
+            anyhow::ensure!(
+                !r.stores.iter().any(|s| &s.id == id),
+                "invalid configuration: store {id:?} is both configured and retired"
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for store in &r.stores {
             crate::domain::StoreId::parse(&store.id)
@@ -575,10 +618,7 @@ impl Settings {
                         )
                     })?;
                     // A copy in the data dir itself is no copy at all.
-                    let (path, data) = (
-                        std::path::absolute(path)?,
-                        std::path::absolute(&self.storage.data_dir)?,
-                    );
+                    let (path, data) = (real_path(path)?, real_path(&self.storage.data_dir)?);
                     anyhow::ensure!(
                         !path.starts_with(&data) && !data.starts_with(&path),
                         "replication store {:?}: its folder overlaps the data dir",

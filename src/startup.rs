@@ -52,21 +52,16 @@ impl App {
         };
         let mut storage = storage::open(&settings.storage, ctx()).await?;
         // The replica stores' requests are counted with the backend's.
-        storage.stores =
-            storage::open_stores(&settings.replication, &storage.requests, &ctx()).await?;
         let registered = storage.copies.registered_stores().await?;
-        if let Some(store) = storage
-            .stores
-            .iter()
-            .find(|s| s.new_folder && registered.contains(&s.id))
-        {
-            anyhow::bail!(
-                "replication store {}: its folder has lost its marker (FILESYNC-STORE) \
-                 although it holds copies: is its disk mounted? Refusing to fill it anew",
-                store.id
-            );
-        }
+        storage.stores = storage::open_stores(
+            &settings.replication,
+            &storage.requests,
+            &ctx(),
+            &registered,
+        )
+        .await?;
         let service = SyncService::new(storage, Limits::from_settings(&settings));
+        service.prepare_replication().await;
         let draining = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();

@@ -82,7 +82,7 @@ impl Mutation {
     /// Starts a repair of the space's replication (owners only): the copies its versions
     /// lack are queued, and every store's copy is checked against its checksum, at the
     /// scrub's pace; what is missing or corrupt is copied again. Asking while a repair
-    /// runs starts it over.
+    /// runs answers that one.
     async fn repair_space(
         &self,
         ctx: &Context<'_>,

@@ -546,9 +546,6 @@ pub struct Storage {
 pub struct ReplicaStore {
     pub id: StoreId,
     pub blobs: Arc<dyn BlobStore>,
-    /// A folder store whose marker was just written: refused if the store had copies
-    /// before (its disk not mounted, say), lest it be filled anew elsewhere.
-    pub new_folder: bool,
 }
 
 /// What the storage layer needs from the running server to open a backend.
@@ -581,16 +578,16 @@ pub async fn open_stores(
     settings: &crate::config::ReplicationSettings,
     requests: &RequestCounter,
     ctx: &OpenContext,
+    registered: &[StoreId],
 ) -> anyhow::Result<Vec<ReplicaStore>> {
     use anyhow::Context as _;
     let mut stores = Vec::new();
     for store in &settings.stores {
         let id = StoreId::parse(&store.id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut fresh = false;
         let blobs: Arc<dyn BlobStore> = match store.kind {
             crate::config::StoreKind::Folder => {
                 let path = store.path.as_ref().context("a folder store needs a path")?;
-                fresh = mark_folder(path, &id)?;
+                mark_folder(path, &id, registered.contains(&id))?;
                 Arc::new(
                     embedded::LocalBlobStore::open(
                         path,
@@ -611,22 +608,20 @@ pub async fn open_stores(
             }
         };
         tracing::info!(store = %id, kind = ?store.kind, "replica store opened");
-        stores.push(ReplicaStore {
-            id,
-            blobs,
-            new_folder: fresh,
-        });
+        stores.push(ReplicaStore { id, blobs });
     }
     Ok(stores)
 }
 
 /// The marker a folder store carries: its id. A folder marked for another store is
-/// refused; one without a marker is marked (`true`: a folder new to replication).
-fn mark_folder(path: &std::path::Path, id: &StoreId) -> anyhow::Result<bool> {
+/// refused; so is one without a marker for a store that holds copies already (its disk
+/// not mounted, say: it would be filled anew wherever the path now leads). Otherwise an
+/// unmarked folder is marked.
+fn mark_folder(path: &std::path::Path, id: &StoreId, has_copies: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let marker = path.join("FILESYNC-STORE");
     match std::fs::read_to_string(&marker) {
-        Ok(found) if found.trim() == id.as_str() => Ok(false),
+        Ok(found) if found.trim() == id.as_str() => Ok(()),
         Ok(found) => anyhow::bail!(
             "store {id}: {} belongs to store {:?}; an id is forever, and a folder serves one \
              store",
@@ -634,11 +629,17 @@ fn mark_folder(path: &std::path::Path, id: &StoreId) -> anyhow::Result<bool> {
             found.trim()
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::ensure!(
+                !has_copies,
+                "store {id}: {} has no marker (FILESYNC-STORE) although the store holds \
+                 copies: is its disk mounted? Refusing to fill it anew",
+                path.display()
+            );
             embedded::private_dir(path)
                 .with_context(|| format!("store {id}: cannot create {}", path.display()))?;
             std::fs::write(&marker, format!("{id}\n"))
                 .with_context(|| format!("store {id}: cannot write {}", marker.display()))?;
-            Ok(true)
+            Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("store {id}: cannot read {}", marker.display())),
     }

@@ -112,17 +112,25 @@ pub trait CopyQueue: Send + Sync + 'static {
         claim: &str,
         lease_until: Millis,
     ) -> Result<bool, StoreError>;
-    /// Which of `stores` were never recorded before, and whether the server default is on
-    /// for the first time (`default_on` and never recorded on); with `record`, records
-    /// them. Stores are never forgotten: servers configured differently (a rolling
-    /// change) do not undo each other's records.
-    async fn register_stores(
+    /// Records `stores` as replicated to (at once: every server with replication
+    /// configured queues copies for every recorded store) and forgets `retired` ones;
+    /// answers which of `stores` have not been backfilled yet, and whether the server
+    /// default is on and its backfill not done (with `default_on` false, that backfill
+    /// is forgotten: turning it on again backfills again).
+    async fn stores_to_backfill(
+        &self,
+        stores: &[StoreId],
+        retired: &[StoreId],
+        default_on: bool,
+    ) -> Result<(Vec<StoreId>, bool), StoreError>;
+    /// Every space's backfill is queued for `stores` (and the default, with
+    /// `default_on`): they are not reported again.
+    async fn stores_backfilled(
         &self,
         stores: &[StoreId],
         default_on: bool,
-        record: bool,
-    ) -> Result<(Vec<StoreId>, bool), StoreError>;
-    /// Every store some server recorded.
+    ) -> Result<(), StoreError>;
+    /// Every store recorded as replicated to.
     async fn registered_stores(&self) -> Result<Vec<StoreId>, StoreError>;
     /// Takes or renews the named cluster-wide lease for `owner` until `until`, if it is
     /// free, run out or already `owner`'s. The lease's `payload` (a cursor) is kept with

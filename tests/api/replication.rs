@@ -997,3 +997,84 @@ async fn two_servers_never_copy_one_object_twice() {
     assert_eq!(writes.get("CopyObject"), Some(&12), "{writes:?}");
     assert_eq!(writes.get("PutObject"), Some(&12), "{writes:?}");
 }
+
+#[tokio::test]
+async fn a_server_without_a_store_still_queues_its_copies_until_it_is_retired() {
+    let stores = Stores::new().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let both = spawn_app_in(dir.clone(), |s| {
+        stores.configure(s, &[0, 1]);
+        s.replication.default = true;
+    })
+    .await;
+    let space = both.create_space("alice", "Rolling").await;
+    let first = upload(&both, &space, "first.bin", bytes_of(5_000, 20)).await;
+    all_ok(&both, &first.file, 2).await;
+    let dir = both.stop().await;
+
+    // A server configured with the first store only (a rolling change): its commits are
+    // queued for the second store too, which another server copies later.
+    let one = spawn_app_in(dir.clone(), |s| {
+        stores.configure(s, &[0]);
+        s.replication.default = true;
+    })
+    .await;
+    let second = upload(&one, &space, "second.bin", bytes_of(5_000, 21)).await;
+    let listed: Vec<String> = replicas(&one, &second.file)
+        .await
+        .iter()
+        .map(|r| r["store"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(listed.contains(&stores.id(1).to_owned()), "{listed:?}");
+    let dir = one.stop().await;
+
+    // Retired: no more copies queued for it.
+    let retired = spawn_app_in(dir, |s| {
+        stores.configure(s, &[0]);
+        s.replication.default = true;
+        s.replication.retired_stores = vec![stores.id(1).to_owned()];
+    })
+    .await;
+    let third = upload(&retired, &space, "third.bin", bytes_of(5_000, 22)).await;
+    all_ok(&retired, &third.file, 1).await;
+    assert_eq!(replicas(&retired, &third.file).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_folder_store_that_lost_its_marker_is_refused_rather_than_filled_anew() {
+    if on_aws() {
+        eprintln!("folder stores are the embedded backend's");
+        return;
+    }
+    let stores = Stores::new().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let configure = |s: &mut Settings| {
+        stores.configure(s, &[0]);
+        s.replication.default = true;
+    };
+    let app = spawn_app_in(dir.clone(), configure).await;
+    let space = app.create_space("alice", "Disk").await;
+    let f = upload(&app, &space, "f.bin", bytes_of(5_000, 23)).await;
+    all_ok(&app, &f.file, 1).await;
+    let dir = app.stop().await;
+    // The disk is not mounted: an empty folder where the store was.
+    let folder = stores.settings[0].path.clone().unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::create_dir(&folder).unwrap();
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.storage.data_dir = dir.path().to_owned();
+    configure(&mut settings);
+    let refused = filesync::startup::App::build(settings)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{refused:#}").contains("is its disk mounted"),
+        "{refused:#}"
+    );
+    assert!(
+        !folder.join("FILESYNC-STORE").exists(),
+        "nothing written there"
+    );
+}

@@ -384,40 +384,64 @@ async fn jobs_stores_leases_and_the_list_of_spaces() {
     let stored = q.job(spaces[0]).await.unwrap().unwrap();
     assert!(stored.done && stored.verify_after == Some(("k".into(), store("a"))));
 
-    // Stores: each new one (and the default turned on) is reported until recorded, and
-    // never forgotten: servers configured differently do not undo each other.
+    // Stores: recorded at once (for every server's commits), reported until their
+    // backfill is queued, never forgotten unless retired; the default's backfill is
+    // forgotten when a server runs with it off (turning it on again backfills again).
     let (a, c) = (store("a"), store("c"));
     let one = std::slice::from_ref(&a);
-    assert_eq!(
-        q.register_stores(one, false, false).await.unwrap(),
-        (vec![a.clone()], false)
-    );
-    assert_eq!(
-        q.register_stores(one, false, false).await.unwrap(),
-        (vec![a.clone()], false)
-    );
-    assert_eq!(
-        q.register_stores(one, false, true).await.unwrap(),
-        (vec![a.clone()], false)
-    );
-    assert_eq!(
-        q.register_stores(one, false, true).await.unwrap(),
-        (vec![], false)
-    );
     let both = [a.clone(), c.clone()];
     assert_eq!(
-        q.register_stores(&both, true, true).await.unwrap(),
-        (vec![c.clone()], true)
+        q.stores_to_backfill(one, &[], false).await.unwrap(),
+        (vec![a.clone()], false)
     );
+    assert_eq!(q.registered_stores().await.unwrap(), vec![a.clone()]);
     assert_eq!(
-        q.register_stores(one, false, true).await.unwrap(),
+        q.stores_to_backfill(one, &[], false).await.unwrap(),
+        (vec![a.clone()], false)
+    );
+    q.stores_backfilled(one, false).await.unwrap();
+    assert_eq!(
+        q.stores_to_backfill(one, &[], false).await.unwrap(),
         (vec![], false)
     );
     assert_eq!(
-        q.register_stores(&both, true, true).await.unwrap(),
+        q.stores_to_backfill(&both, &[], true).await.unwrap(),
+        (vec![c.clone()], true)
+    );
+    q.stores_backfilled(std::slice::from_ref(&c), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.stores_to_backfill(&both, &[], true).await.unwrap(),
+        (vec![], false)
+    );
+    // A server configured with `a` only does not undo `c`.
+    assert_eq!(
+        q.stores_to_backfill(one, &[], true).await.unwrap(),
         (vec![], false)
     );
     assert_eq!(q.registered_stores().await.unwrap(), both);
+    // The default turned off, then on: backfilled again.
+    assert_eq!(
+        q.stores_to_backfill(one, &[], false).await.unwrap(),
+        (vec![], false)
+    );
+    assert_eq!(
+        q.stores_to_backfill(one, &[], true).await.unwrap(),
+        (vec![], true)
+    );
+    // Retired: no longer recorded; were it configured again, it would be backfilled.
+    assert_eq!(
+        q.stores_to_backfill(one, std::slice::from_ref(&c), true)
+            .await
+            .unwrap(),
+        (vec![], true)
+    );
+    assert_eq!(q.registered_stores().await.unwrap(), vec![a.clone()]);
+    assert_eq!(
+        q.stores_to_backfill(&both, &[], false).await.unwrap(),
+        (vec![c.clone()], false)
+    );
 
     // Leases: one holder until it runs out; its payload goes to the next.
     assert_eq!(

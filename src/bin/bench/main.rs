@@ -81,6 +81,9 @@ struct Args {
     /// Uploads per second of the replication lag run.
     #[arg(long, default_value_t = 20)]
     replication_rate: u32,
+    /// Files of the replication backfill run.
+    #[arg(long, default_value_t = 300)]
+    replication_files: usize,
     /// Sizes of the upload runs (`100MB`, `1GiB`, ...).
     #[arg(long, value_delimiter = ',', value_parser = uploads::parse_size,
           default_value = "100MB,1000MB,1GiB")]
@@ -94,6 +97,10 @@ const MARKS: (&str, &str) = (
 const COST_MARKS: (&str, &str) = ("<!-- aws-cost:start -->", "<!-- aws-cost:end -->");
 const UPLOAD_MARKS: (&str, &str) = ("<!-- uploads:start -->", "<!-- uploads:end -->");
 const REPLICATION_MARKS: (&str, &str) = ("<!-- replication:start -->", "<!-- replication:end -->");
+const REPLICATION_AWS_MARKS: (&str, &str) = (
+    "<!-- replication-aws:start -->",
+    "<!-- replication-aws:end -->",
+);
 const UPDATE: &str = "mutation($id: ID!, $b: Int!, $v: String!) { updateFile(id: $id, baseVersion: $b, input: { metadata: [{ key: \"n\", value: $v }] }) { version } }";
 const CHANGES: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor } nextCursor hasMore } }";
 const CHANGES_WITH_URLS: &str = "query($s: ID!, $c: Cursor, $l: Int) { changes(spaceId: $s, since: $c, limit: $l) { files { id name version size sha256 deleted cursor downloadUrl } nextCursor hasMore } }";
@@ -134,10 +141,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else if args.uploads {
         (uploads::upload_runs(&args, &dir).await, UPLOAD_MARKS)
     } else if args.replication {
-        (
-            replication::replication_runs(&args, &dir).await,
-            REPLICATION_MARKS,
-        )
+        let marks = if std::env::var("FILESYNC_STORAGE__BACKEND").as_deref() == Ok("aws") {
+            REPLICATION_AWS_MARKS
+        } else {
+            REPLICATION_MARKS
+        };
+        (replication::replication_runs(&args, &dir).await, marks)
     } else {
         (bench(&args, &dir).await, MARKS)
     };

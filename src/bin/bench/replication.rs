@@ -16,8 +16,6 @@ use serde_json::{Value, json};
 use super::cost::{Meter, breakdown, create_file, minus};
 use super::{Args, Client, start_server_configured};
 
-/// Files uploaded with replication off, then backfilled when it is turned on.
-const BACKFILL_FILES: usize = 300;
 /// Versions measured per request count.
 const COST_VERSIONS: usize = 10;
 
@@ -102,11 +100,12 @@ pub async fn replication_runs(args: &Args, dir: &Path) -> anyhow::Result<String>
     ));
 
     // Backfill: a space with replication off, then turned on.
-    eprintln!("backfill of {BACKFILL_FILES} files…");
+    let backfill_files = args.replication_files.max(1);
+    eprintln!("backfill of {backfill_files} files…");
     let space = new_space(&client, "backfill").await?;
     set_replication(&client, &space, "OFF").await?;
     let mut uploads = Vec::new();
-    let numbers: Vec<usize> = (0..BACKFILL_FILES).collect();
+    let numbers: Vec<usize> = (0..backfill_files).collect();
     for chunk in numbers.chunks(16) {
         let batch: Vec<_> = chunk
             .iter()
@@ -124,11 +123,11 @@ pub async fn replication_runs(args: &Args, dir: &Path) -> anyhow::Result<String>
     }
     let started = Instant::now();
     set_replication(&client, &space, "ON").await?;
-    settle(&client, &space, BACKFILL_FILES, store_count).await?;
+    settle(&client, &space, backfill_files, store_count).await?;
     let took = started.elapsed();
-    let copies = BACKFILL_FILES * store_count;
+    let copies = backfill_files * store_count;
     report.push_str(&format!(
-        "\nBackfill (replication turned on in a space of {BACKFILL_FILES} small files): \
+        "\nBackfill (replication turned on in a space of {backfill_files} small files): \
          {copies} copies verified in {:.1} s, {:.0} copies/s (`copy_concurrency` 4 per \
          store, one server).\n",
         took.as_secs_f64(),
@@ -288,7 +287,10 @@ async fn settle(client: &Client, space: &str, files: usize, stores: usize) -> an
         if Instant::now() > deadline {
             bail!("replication did not settle: {status}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each poll reads every copy record of the space: gently on the emulator (one
+        // Python process, which the copies wait for too).
+        let pause = if on_aws() { 500 } else { 50 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 

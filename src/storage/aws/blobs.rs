@@ -89,8 +89,9 @@ impl S3Blobs {
             .upload_id()
             .ok_or_else(|| BlobError::Other(anyhow::anyhow!("S3 gave no upload id")))?
             .to_owned();
-        // A copy dropped half-way (its claim lost, the server stopping) aborts its upload
-        // rather than leave its parts behind.
+        // A copy dropped half-way (its claim lost) aborts its upload rather than leave
+        // its parts behind; one cut off by the server stopping or dying leaves them to
+        // the bucket's lifecycle rule for incomplete multipart uploads.
         let mut guard = AbortOnDrop {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
@@ -106,7 +107,7 @@ impl S3Blobs {
             let mut whole = sha2::Sha256::new();
             let mut parts = Vec::new();
             let mut sent = 0u64;
-            let mut buffer = bytes::BytesMut::new();
+            let mut buffer = bytes::BytesMut::with_capacity(part_len.min(64 << 20));
             let mut number = 0u32;
             loop {
                 let chunk = body.try_next().await.map_err(|e| {

@@ -104,22 +104,31 @@ impl DynamoMetadata {
         now: Option<Millis>,
         limit: usize,
     ) -> Result<Vec<Attrs>, StoreError> {
-        self.requests.dynamodb("Query");
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(COPY_WORK_INDEX)
-            .expression_attribute_values(":q", s(queue))
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
-        query = match now {
-            Some(now) => query
-                .key_condition_expression("copy_store = :q AND due_at <= :now")
-                .expression_attribute_values(":now", n(now)),
-            None => query.key_condition_expression("copy_store = :q"),
-        };
-        let out = query.send().await.map_err(aws_error)?;
-        Ok(out.items.unwrap_or_default())
+        let mut found = Vec::new();
+        let mut start: Option<Attrs> = None;
+        loop {
+            self.requests.dynamodb("Query");
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(COPY_WORK_INDEX)
+                .expression_attribute_values(":q", s(queue))
+                .limit(i32::try_from(limit - found.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            query = match now {
+                Some(now) => query
+                    .key_condition_expression("copy_store = :q AND due_at <= :now")
+                    .expression_attribute_values(":now", n(now)),
+                None => query.key_condition_expression("copy_store = :q"),
+            };
+            let out = query.send().await.map_err(aws_error)?;
+            found.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(last) if !last.is_empty() && found.len() < limit => start = Some(last),
+                _ => return Ok(found),
+            }
+        }
     }
 
     /// Writes a claim on an item found due: conditioned on it still being due (another
@@ -561,36 +570,93 @@ impl CopyQueue for DynamoMetadata {
         self.update_if(update.update_expression(expression)).await
     }
 
-    async fn register_stores(
+    async fn stores_to_backfill(
         &self,
         stores: &[StoreId],
+        retired: &[StoreId],
         default_on: bool,
-        record: bool,
     ) -> Result<(Vec<StoreId>, bool), StoreError> {
-        let known = self.recorded_stores().await?;
-        let new: Vec<StoreId> = stores
-            .iter()
-            .filter(|s| !known.iter().any(|k| k == s.as_str()))
-            .cloned()
-            .collect();
-        let turned_on = default_on && !known.iter().any(|k| k == DEFAULT_ON);
-        let mut ids: Vec<String> = new.iter().map(|s| s.to_string()).collect();
-        if turned_on {
+        // Sets, added to and taken from: servers configured differently never undo each
+        // other's records (only retirement and the default's flag take away).
+        let mut ids: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
+        if default_on {
             ids.push(DEFAULT_ON.to_owned());
         }
-        if record && !ids.is_empty() {
-            // A set, added to: servers configured differently never undo each other.
+        let mut gone: Vec<String> = retired.iter().map(|s| s.to_string()).collect();
+        if !default_on {
+            gone.push(DEFAULT_ON.to_owned());
+        }
+        let mut expression = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(REPLICATION_PK.into(), STORES_SK)))
+            .return_values(ReturnValue::AllNew);
+        if !ids.is_empty() {
+            expression.push("ADD stores :ids".to_owned());
+            update = update.expression_attribute_values(":ids", AttributeValue::Ss(ids.clone()));
+        }
+        if !gone.is_empty() {
+            expression.push("DELETE backfilled :gone".to_owned());
+            update = update.expression_attribute_values(":gone", AttributeValue::Ss(gone));
+        }
+        update = update.update_expression(expression.join(" "));
+        self.requests.dynamodb("UpdateItem");
+        let out = update.send().await.map_err(aws_error)?;
+        // A retired store leaves the recorded stores too (one attribute is named once per
+        // update expression: a second update).
+        let retired_ids: Vec<String> = retired.iter().map(|s| s.to_string()).collect();
+        if !retired_ids.is_empty() {
             self.update_if(
                 self.client
                     .update_item()
                     .table_name(&self.table)
                     .set_key(Some(key(REPLICATION_PK.into(), STORES_SK)))
-                    .update_expression("ADD stores :ids")
-                    .expression_attribute_values(":ids", AttributeValue::Ss(ids)),
+                    .update_expression("DELETE stores :gone")
+                    .expression_attribute_values(":gone", AttributeValue::Ss(retired_ids)),
             )
             .await?;
         }
-        Ok((new, turned_on))
+        let backfilled: Vec<String> =
+            match out.attributes.as_ref().and_then(|a| a.get("backfilled")) {
+                Some(AttributeValue::Ss(done)) => done.clone(),
+                _ => Vec::new(),
+            };
+        let pending: Vec<&String> = ids.iter().filter(|id| !backfilled.contains(id)).collect();
+        let default_pending = pending.iter().any(|p| *p == DEFAULT_ON);
+        Ok((
+            pending
+                .into_iter()
+                .filter(|p| *p != DEFAULT_ON)
+                .map(|p| StoreId::from_stored(p.clone()))
+                .collect(),
+            default_pending,
+        ))
+    }
+
+    async fn stores_backfilled(
+        &self,
+        stores: &[StoreId],
+        default_on: bool,
+    ) -> Result<(), StoreError> {
+        let mut ids: Vec<String> = stores.iter().map(|s| s.to_string()).collect();
+        if default_on {
+            ids.push(DEFAULT_ON.to_owned());
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.update_if(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(REPLICATION_PK.into(), STORES_SK)))
+                .update_expression("ADD backfilled :ids")
+                .expression_attribute_values(":ids", AttributeValue::Ss(ids)),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn registered_stores(&self) -> Result<Vec<StoreId>, StoreError> {

@@ -452,40 +452,79 @@ impl CopyQueue for Db {
             .await
     }
 
-    async fn register_stores(
+    async fn stores_to_backfill(
+        &self,
+        stores: &[StoreId],
+        retired: &[StoreId],
+        default_on: bool,
+    ) -> Result<(Vec<StoreId>, bool), StoreError> {
+        let (stores, retired) = (stores.to_vec(), retired.to_vec());
+        self.writer
+            .write(move |conn, _| {
+                let now = crate::domain::now_millis();
+                for id in &retired {
+                    conn.execute(
+                        "DELETE FROM replication_stores WHERE id = ?1",
+                        [id.as_str()],
+                    )
+                    .map_err(internal)?;
+                }
+                let mut ids: Vec<&str> = stores.iter().map(StoreId::as_str).collect();
+                if default_on {
+                    ids.push(DEFAULT_ON);
+                } else {
+                    conn.execute("DELETE FROM replication_stores WHERE id = ?1", [DEFAULT_ON])
+                        .map_err(internal)?;
+                }
+                let mut pending = Vec::new();
+                for id in ids {
+                    conn.execute(
+                        "INSERT OR IGNORE INTO replication_stores (id, added_at) VALUES (?1, ?2)",
+                        params![id, now],
+                    )
+                    .map_err(internal)?;
+                    let done: bool = conn
+                        .query_row(
+                            "SELECT backfilled FROM replication_stores WHERE id = ?1",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .map_err(internal)?;
+                    if !done {
+                        pending.push(id.to_owned());
+                    }
+                }
+                let default_pending = pending.iter().any(|p| p == DEFAULT_ON);
+                let stores = pending
+                    .into_iter()
+                    .filter(|p| p != DEFAULT_ON)
+                    .map(StoreId::from_stored)
+                    .collect();
+                Ok((stores, default_pending))
+            })
+            .await
+    }
+
+    async fn stores_backfilled(
         &self,
         stores: &[StoreId],
         default_on: bool,
-        record: bool,
-    ) -> Result<(Vec<StoreId>, bool), StoreError> {
+    ) -> Result<(), StoreError> {
         let stores = stores.to_vec();
         self.writer
             .write(move |conn, _| {
-                let known: Vec<String> = conn
-                    .prepare_cached("SELECT id FROM replication_stores")
-                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                    .map_err(internal)?;
-                let new: Vec<StoreId> = stores
-                    .iter()
-                    .filter(|s| !known.iter().any(|k| k == s.as_str()))
-                    .cloned()
-                    .collect();
-                let turned_on = default_on && !known.iter().any(|k| k == DEFAULT_ON);
-                if record {
-                    let now = crate::domain::now_millis();
-                    let mut ids: Vec<&str> = new.iter().map(StoreId::as_str).collect();
-                    if turned_on {
-                        ids.push(DEFAULT_ON);
-                    }
-                    for id in ids {
-                        conn.execute(
-                            "INSERT OR IGNORE INTO replication_stores (id, added_at) VALUES (?1, ?2)",
-                            params![id, now],
-                        )
-                        .map_err(internal)?;
-                    }
+                let mut ids: Vec<&str> = stores.iter().map(StoreId::as_str).collect();
+                if default_on {
+                    ids.push(DEFAULT_ON);
                 }
-                Ok((new, turned_on))
+                for id in ids {
+                    conn.execute(
+                        "UPDATE replication_stores SET backfilled = 1 WHERE id = ?1",
+                        [id],
+                    )
+                    .map_err(internal)?;
+                }
+                Ok(())
             })
             .await
     }

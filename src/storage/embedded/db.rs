@@ -274,7 +274,8 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
                    verify INTEGER NOT NULL, verify_after_key TEXT, verify_after_store TEXT,
                    started_at INTEGER NOT NULL, done INTEGER NOT NULL,
                    claim TEXT, lease_until INTEGER);
-                 CREATE TABLE replication_stores (id TEXT PRIMARY KEY, added_at INTEGER NOT NULL);
+                 CREATE TABLE replication_stores (id TEXT PRIMARY KEY, added_at INTEGER NOT NULL,
+                   backfilled INTEGER NOT NULL DEFAULT 0);
                  CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL,
                    until INTEGER NOT NULL, payload TEXT);"
             }

@@ -66,8 +66,14 @@ impl SyncService {
             let job = job.clone();
             async move { copies.advance_job(&job, claim, now() + millis(lease)).await }
         };
+        // The stores as recorded now (not as this server last refreshed them): a store
+        // recorded by another server just before it queued this job is in.
+        let registered = copies.registered_stores().await?;
         let targets = match self.settings_of(space).await {
-            Ok(settings) => replication.copy_targets(&settings),
+            Ok(settings) if replication.replicates(&settings) => {
+                replication.targets_with(&registered)
+            }
+            Ok(_) => Vec::new(),
             // The space is gone: nothing to do.
             Err(Error::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e),
@@ -112,8 +118,17 @@ impl SyncService {
                 let page = copies
                     .copies_page(space, job.verify_after.clone(), CHECK_PAGE)
                     .await?;
+                // Checks may take long (whole objects read at the scrub's pace): the claim
+                // is renewed between them.
+                let mut renewed = std::time::Instant::now();
                 for copy in &page {
                     self.check_copy(copy).await;
+                    if renewed.elapsed() >= lease / 3 {
+                        if !advance(&job).await? {
+                            return Ok(());
+                        }
+                        renewed = std::time::Instant::now();
+                    }
                 }
                 let Some(last) = page.last() else { break };
                 job.verify_after = Some((last.content.blob_key.clone(), last.store.clone()));
@@ -145,8 +160,10 @@ impl SyncService {
     /// worker records it `OK`. Copies in a store this server found down are skipped.
     pub(super) async fn check_copy(&self, copy: &CopyRecord) {
         let replication = self.replication();
+        // A replica store this server found down is left alone; the primary never is (its
+        // copies are what reads and repairs need to know about).
         if !matches!(copy.status, CopyStatus::Ok | CopyStatus::Failed)
-            || replication.is_down(&copy.store)
+            || (!copy.store.is_primary() && replication.is_down(&copy.store))
         {
             return;
         }
@@ -174,7 +191,7 @@ impl SyncService {
             .await
         {
             Ok(Verdict::Intact) if copy.status == CopyStatus::Failed => {
-                let _ = self
+                let requeued = self
                     .inner
                     .store
                     .copies
@@ -186,6 +203,11 @@ impl SyncService {
                         now(),
                     )
                     .await;
+                if requeued.unwrap_or(false)
+                    && let Some(wake) = replication.wake.get(&copy.store)
+                {
+                    wake.notify_one();
+                }
             }
             Ok(Verdict::Intact) => {}
             Ok(_) if copy.status == CopyStatus::Failed => {}

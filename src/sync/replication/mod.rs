@@ -52,6 +52,8 @@ pub(super) struct Replication {
     registered: RwLock<Vec<StoreId>>,
     /// Bytes of downloads held in memory to be hashed before they are served.
     read_budget: Arc<tokio::sync::Semaphore>,
+    /// `replication.retired_stores`: never queued for.
+    retired: Vec<StoreId>,
     pub(super) stats: Arc<ReplicationStats>,
     /// This server's name in cluster-wide leases.
     owner: String,
@@ -108,12 +110,16 @@ impl Replication {
         let mut stores = vec![ReplicaStore {
             id: StoreId::primary(),
             blobs: storage.blobs.clone(),
-            new_folder: false,
         }];
         stores.extend(storage.stores.iter().cloned());
         let wake = stores
             .iter()
             .map(|s| (s.id.clone(), Arc::new(Notify::new())))
+            .collect();
+        let retired = settings
+            .retired_stores
+            .iter()
+            .filter_map(|id| StoreId::parse(id).ok())
             .collect();
         Self {
             settings,
@@ -124,6 +130,7 @@ impl Replication {
             down: RwLock::new(HashSet::new()),
             registered: RwLock::new(Vec::new()),
             read_budget: Arc::new(tokio::sync::Semaphore::new(READ_BUDGET)),
+            retired,
             stats: Arc::new(ReplicationStats::default()),
             owner: uuid::Uuid::new_v4().simple().to_string(),
             next_check: tokio::sync::Mutex::new(tokio::time::Instant::now()),
@@ -188,9 +195,18 @@ impl Replication {
         if !self.replicates(settings) {
             return Vec::new();
         }
+        let registered = self.registered.read().expect("registry poisoned").clone();
+        self.targets_with(&registered)
+    }
+
+    /// The primary, this server's stores and `registered` ones, less the retired.
+    fn targets_with(&self, registered: &[StoreId]) -> Vec<StoreId> {
         let mut targets = self.replica_ids();
-        for store in self.registered.read().expect("registry poisoned").iter() {
-            if !targets.contains(store) && targets.len() <= MAX_REPLICA_STORES {
+        for store in registered {
+            if !targets.contains(store)
+                && !self.retired.contains(store)
+                && targets.len() <= MAX_REPLICA_STORES
+            {
                 targets.push(store.clone());
             }
         }
@@ -291,10 +307,13 @@ impl SyncService {
             return;
         }
         let mut tasks = tokio::task::JoinSet::new();
-        let this = self.clone();
+        let (this, until) = (self.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) = this.register_stores().await {
-                tracing::error!(error = %describe(&e), "cannot record the replica stores; a new store's backfill starts at the next start");
+            tokio::select! {
+                registered = this.register_stores() => if let Err(e) = registered {
+                    tracing::error!(error = %describe(&e), "cannot record the replica stores; a new store's backfill starts at the next start");
+                },
+                _ = until.cancelled() => {}
             }
         });
         for store in &replication.stores {
@@ -306,9 +325,10 @@ impl SyncService {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Records the configured stores; a store not seen before (or the server default
-    /// turned on) starts a backfill of every space. The stores are recorded only once
-    /// every space's job is started: a crash in between starts them all again.
+    /// Records the configured stores (at once: every server then queues their copies
+    /// too); a store not yet backfilled (or the server default, turned on) starts a
+    /// backfill of every space, and is marked backfilled only once every space's job is
+    /// queued: a crash in between queues them again.
     async fn register_stores(&self) -> Result<()> {
         let replication = self.replication();
         let replicas: Vec<StoreId> = replication
@@ -318,42 +338,70 @@ impl SyncService {
             .map(|s| s.id.clone())
             .collect();
         let copies = &self.inner.store.copies;
-        let (new, default_on) = copies
-            .register_stores(&replicas, replication.settings.default, false)
+        let default_on = replication.settings.default;
+        let (pending, default_pending) = copies
+            .stores_to_backfill(&replicas, &replication.retired, default_on)
             .await?;
-        if !new.is_empty() || default_on {
-            tracing::info!(new_stores = ?new, default_on, "backfilling every space");
-            let mut cursor = None;
-            loop {
-                let (spaces, next) = copies.spaces_page(cursor, 500).await?;
-                for space in spaces {
-                    self.start_job(space, false).await?;
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+        self.refresh_registry().await;
+        if pending.is_empty() && !default_pending {
+            return Ok(());
+        }
+        // Servers not configured with a new store learn of it at their next refresh: the
+        // jobs (walked again `job_grace` after they start) wait for that.
+        tokio::time::sleep(replication.settings.degraded_refresh).await;
+        tracing::info!(new_stores = ?pending, default_on = default_pending, "backfilling every space");
+        let mut cursor = None;
+        loop {
+            let (spaces, next) = copies.spaces_page(cursor, 500).await?;
+            for space in spaces {
+                self.start_job(space, false).await?;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
-        copies
-            .register_stores(&replicas, replication.settings.default, true)
-            .await?;
+        copies.stores_backfilled(&pending, default_pending).await?;
         Ok(())
     }
 
-    /// Starts (over) a space's backfill, or its repair (`verify`), unless a repair runs
-    /// already and a backfill is asked for (a repair does all a backfill does).
+    /// Reads what replication needs before the first request: the stores other servers
+    /// recorded (a commit queues copies for them too).
+    pub async fn prepare_replication(&self) {
+        if self.replication().active() {
+            self.refresh_registry().await;
+        }
+    }
+
+    /// Re-reads the stores recorded by any server.
+    async fn refresh_registry(&self) {
+        match self.inner.store.copies.registered_stores().await {
+            Ok(stores) => {
+                *self
+                    .replication()
+                    .registered
+                    .write()
+                    .expect("registry poisoned") = stores
+            }
+            Err(e) => tracing::warn!(error = %describe(&e), "cannot read the registered stores"),
+        }
+    }
+
+    /// Starts a space's backfill, or its repair (`verify`). A repair asked for while one
+    /// runs is that one (unless it has run for an hour: then it may be stuck, and starts
+    /// over); anything else starts the walk over from the log's start, as a repair if
+    /// either the running job or the request is one.
     pub(super) async fn start_job(&self, space: SpaceId, verify: bool) -> Result<ReplicationJob> {
         let copies = &self.inner.store.copies;
-        // A repair running already does all that is asked (a repair: what a backfill
-        // does and more); asking again does not start it over.
-        if let Some(job) = copies.job(space).await?
-            && !job.done
-            && (job.verify || !verify)
+        let running = copies.job(space).await?.filter(|job| !job.done);
+        if let Some(job) = &running
+            && verify
+            && job.verify
             && job.started_at + millis(JOB_RESTART_AFTER) > now()
         {
-            return Ok(job);
+            return Ok(job.clone());
         }
+        let verify = verify || running.is_some_and(|job| job.verify);
         let job = ReplicationJob::new(space, verify, now());
         copies.put_job(&job).await?;
         self.replication().wake_jobs.notify_one();
@@ -412,7 +460,7 @@ impl SyncService {
 
     /// Starts a repair of the space (owners only): every version's copies are queued where
     /// missing and every copy is checked against its checksum; what is missing or corrupt
-    /// is copied again. Asking again while one runs starts it over.
+    /// is copied again. Asking again while one runs answers that one.
     pub async fn repair_space(&self, user: &UserId, space: SpaceId) -> Result<ReplicationStatus> {
         self.require_owner(user, space).await?;
         self.start_job(space, true).await?;
@@ -504,18 +552,7 @@ impl SyncService {
                     tracing::warn!(error = %format!("{e:#}"), "cannot read the primary's unsettled copies")
                 }
             }
-            match self.inner.store.copies.registered_stores().await {
-                Ok(stores) => {
-                    *self
-                        .replication()
-                        .registered
-                        .write()
-                        .expect("registry poisoned") = stores
-                }
-                Err(e) => {
-                    tracing::warn!(error = %describe(&e), "cannot read the registered stores")
-                }
-            }
+            self.refresh_registry().await;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}

@@ -150,7 +150,7 @@ impl SyncService {
                     .try_acquire_many_owned(n.max(1))
                     .ok()
             });
-        if let Some(_held) = budget {
+        if let Some(held) = budget {
             let mut bytes = Vec::with_capacity(read.total_size as usize);
             let mut stream = read.stream;
             while let Some(chunk) = stream.next().await {
@@ -167,8 +167,13 @@ impl SyncService {
                     .await;
                 return Ok(None);
             }
-            let stream: ByteStream =
-                Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }));
+            // The budget is given back when the body is dropped (sent, or the client
+            // gone), not when it is handed over.
+            let body = Bytes::from_owner(Held {
+                bytes,
+                _budget: held,
+            });
+            let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
             return Ok(Some(BlobRead {
                 total_size: read.total_size,
                 range: None,
@@ -187,6 +192,18 @@ impl SyncService {
             range: None,
             stream: verifying(read.stream, content.sha256, on_corrupt),
         }))
+    }
+}
+
+/// Bytes held in memory together with their share of the read budget.
+struct Held {
+    bytes: Vec<u8>,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -73,12 +73,12 @@ impl SyncService {
             } else if !self.scrub_step(&mut pass, &mut renewed_at).await? {
                 return Ok(());
             }
-            if (renewed_at.elapsed() >= LEASE / 6 || at < pass.next_pass_at)
-                && !self.renew_scrub(&pass).await?
-            {
-                return Ok(());
+            if renewed_at.elapsed() >= LEASE / 6 || at < pass.next_pass_at {
+                if !self.renew_scrub(&pass).await? {
+                    return Ok(());
+                }
+                renewed_at = std::time::Instant::now();
             }
-            renewed_at = std::time::Instant::now();
         }
     }
 

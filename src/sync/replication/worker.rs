@@ -15,9 +15,11 @@ use crate::sync::{SyncService, millis, now};
 const DOWN_AFTER: u32 = 5;
 const PROBE_MAX: Duration = Duration::from_secs(300);
 
-/// A copy from one source failed: the source lacks the object, or something failed.
+/// A copy from one source failed: the source lacks the object, the destination
+/// failed, or the source (or the bytes between them) did.
 enum SourceOr {
     Missing,
+    Dest(BlobError),
     Blob(BlobError),
 }
 
@@ -31,7 +33,11 @@ impl From<BlobError> for SourceOr {
 enum CopyFailure {
     /// The claim was lost (taken over, or the content removed): nothing to record.
     ClaimLost,
-    Failed(String),
+    /// The destination store failed: counts towards taking it as down.
+    Store(String),
+    /// Something else did (no intact source, a source that failed, the metadata store):
+    /// recorded, but says nothing of the destination.
+    Elsewhere(String),
 }
 
 /// How a worked-on copy went, for the store's health.
@@ -131,11 +137,13 @@ impl SyncService {
         let started = std::time::Instant::now();
         let work = async {
             if record.status == CopyStatus::Removing {
-                return dest
-                    .delete(&record.content.blob_key)
-                    .await
-                    .map(|()| CopyOutcome::Removed)
-                    .map_err(|e| CopyFailure::Failed(self.store_failed(record, &e)));
+                // The primary's object is never the queue's to delete.
+                if !record.store.is_primary() {
+                    dest.delete(&record.content.blob_key)
+                        .await
+                        .map_err(|e| CopyFailure::Store(self.store_failed(record, &e)))?;
+                }
+                return Ok(CopyOutcome::Removed);
             }
             self.copy(record, &dest).await.map(|method| {
                 tracing::debug!(store = %record.store, key = %record.content.blob_key, method, "copied");
@@ -154,9 +162,13 @@ impl SyncService {
                 self.after_lost_claim(record, &dest).await;
                 return Went::Neither;
             }
-            Err(CopyFailure::Failed(error)) => {
+            Err(CopyFailure::Store(error)) => {
                 let retry_at = replication.retry_at(record.attempts, at);
                 (CopyOutcome::Failed { error, retry_at }, Went::Badly)
+            }
+            Err(CopyFailure::Elsewhere(error)) => {
+                let retry_at = replication.retry_at(record.attempts, at);
+                (CopyOutcome::Failed { error, retry_at }, Went::Neither)
             }
         };
         let label = match &outcome {
@@ -273,17 +285,21 @@ impl SyncService {
         let meta = &self.inner.store.copies;
         let content = &record.content;
         let key = content.blob_key.as_str();
-        let copies = meta
-            .copies_of(record.space_id, key)
-            .await
-            .map_err(|e| CopyFailure::Failed(describe(&e)))?;
+        let copies = meta.copies_of(record.space_id, key).await.map_err(|e| {
+            tracing::warn!(error = %describe(&e), "cannot read the copies");
+            CopyFailure::Elsewhere("the metadata store failed".into())
+        })?;
         if !copies.iter().any(|c| c.store == record.store) {
             return Err(CopyFailure::ClaimLost);
         }
         // Already there, intact (a copy whose outcome a crash kept from being recorded;
-        // an object put back by hand): nothing to copy, nothing overwritten.
-        if let Ok(Verdict::Intact) = dest.verify(key, content.size, content.sha256, false).await {
-            return Ok("already there");
+        // an object put back by hand): nothing to copy, nothing overwritten. A destination
+        // that cannot even be checked is not written (a copy inside S3 would overwrite
+        // before it could be checked).
+        match dest.verify(key, content.size, content.sha256, false).await {
+            Ok(Verdict::Intact) => return Ok("already there"),
+            Ok(_) => {}
+            Err(e) => return Err(CopyFailure::Store(self.store_failed(record, &e))),
         }
         let mut sources: Vec<&StoreId> = copies
             .iter()
@@ -306,6 +322,9 @@ impl SyncService {
                         .await;
                     errors.push(format!("from {source_id}: the object is missing there"));
                 }
+                Err(SourceOr::Dest(e)) => {
+                    return Err(CopyFailure::Store(self.store_failed(record, &e)));
+                }
                 Err(SourceOr::Blob(e)) => {
                     // Bytes that did not match: the source's own copy may be what is
                     // wrong. Checked (read whole) only then, never for a store that is
@@ -326,11 +345,11 @@ impl SyncService {
             }
         }
         if errors.is_empty() {
-            return Err(CopyFailure::Failed(
+            return Err(CopyFailure::Elsewhere(
                 "no store holds an intact copy to copy from".into(),
             ));
         }
-        Err(CopyFailure::Failed(errors.join("; ")))
+        Err(CopyFailure::Elsewhere(errors.join("; ")))
     }
 
     async fn copy_from(
@@ -348,7 +367,12 @@ impl SyncService {
             && let Some(from) = source.copy_source()
             && dest
                 .copy_within(&from, key, content.size, content.sha256)
-                .await?
+                .await
+                .map_err(|e| match e {
+                    // Copied, but not the version's bytes: the source's doing.
+                    BlobError::ChecksumMismatch => SourceOr::Blob(e),
+                    e => SourceOr::Dest(e),
+                })?
         {
             return Ok("inside the store");
         }
@@ -362,7 +386,12 @@ impl SyncService {
             content.sha256,
             content.content_type.as_deref(),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Other bytes than the version's, or a source that failed mid-stream.
+            BlobError::ChecksumMismatch | BlobError::BodyInterrupted(_) => SourceOr::Blob(e),
+            e => SourceOr::Dest(e),
+        })?;
         Ok("streamed")
     }
 
