@@ -78,9 +78,9 @@ struct Args {
     /// backfill rate, and on the AWS backend its requests per version (see BENCHMARKS.md).
     #[arg(long)]
     replication: bool,
-    /// Uploads per second of the replication lag run.
-    #[arg(long, default_value_t = 20)]
-    replication_rate: u32,
+    /// Uploads per second of the replication lag runs (one run each).
+    #[arg(long, value_delimiter = ',', default_value = "20,100")]
+    replication_rate: Vec<u32>,
     /// Files of the replication backfill run.
     #[arg(long, default_value_t = 300)]
     replication_files: usize,

@@ -51,53 +51,10 @@ pub async fn replication_runs(args: &Args, dir: &Path) -> anyhow::Result<String>
     );
 
     // Lag under a steady load: each copy's OK time against its version's commit time.
-    let rate = args.replication_rate.max(1);
-    let total = (u64::from(rate) * args.duration.as_secs().max(1)) as usize;
-    eprintln!("replication lag: {total} uploads at {rate}/s…");
-    let space = new_space(&client, "lag").await?;
-    let started = Instant::now();
-    let mut uploads = Vec::new();
-    for i in 0..total {
-        let due = Duration::from_secs_f64(i as f64 / f64::from(rate));
-        tokio::time::sleep_until((started + due).into()).await;
-        let (client, space) = (client.clone(), space.clone());
-        uploads.push(tokio::spawn(async move {
-            create_file(&client, &space, &format!("lag-{i}.txt")).await
-        }));
+    report.push_str("| run | copies | lag p50 | lag p99 | lag max |\n|---|---:|---:|---:|---:|\n");
+    for &rate in &args.replication_rate {
+        report.push_str(&lag_run(&client, rate.max(1), args.duration, store_count).await?);
     }
-    let mut files = Vec::new();
-    for upload in uploads {
-        files.push(upload.await??);
-    }
-    settle(&client, &space, files.len(), store_count).await?;
-    let mut lag = Histogram::<u64>::new(3)?;
-    for file in &files {
-        let data = client
-            .gql(
-                "query($id: ID!) { file(id: $id) { updatedAt replicas { primary status updatedAt } } }",
-                json!({ "id": file }),
-            )
-            .await?;
-        let committed = millis(&data["file"]["updatedAt"])?;
-        for replica in data["file"]["replicas"].as_array().context("replicas")? {
-            if replica["primary"] == true {
-                continue;
-            }
-            if replica["status"] != "OK" {
-                bail!("a copy is not OK: {replica}");
-            }
-            lag.record((millis(&replica["updatedAt"])? - committed).max(0) as u64)?;
-        }
-    }
-    report.push_str(&format!(
-        "| run | copies | lag p50 | lag p99 | lag max |\n|---|---:|---:|---:|---:|\n\
-         | {rate} small uploads/s for {} s | {} | {} ms | {} ms | {} ms |\n",
-        args.duration.as_secs().max(1),
-        lag.len(),
-        lag.value_at_quantile(0.5),
-        lag.value_at_quantile(0.99),
-        lag.max(),
-    ));
 
     // Backfill: a space with replication off, then turned on.
     let backfill_files = args.replication_files.max(1);
@@ -141,11 +98,65 @@ pub async fn replication_runs(args: &Args, dir: &Path) -> anyhow::Result<String>
     Ok(report)
 }
 
+/// Uploads at `rate` per second for `duration`; each copy's lag, as a table row.
+async fn lag_run(
+    client: &Client,
+    rate: u32,
+    duration: Duration,
+    store_count: usize,
+) -> anyhow::Result<String> {
+    let total = (u64::from(rate) * duration.as_secs().max(1)) as usize;
+    eprintln!("replication lag: {total} uploads at {rate}/s…");
+    let space = new_space(client, &format!("lag-{rate}")).await?;
+    let started = Instant::now();
+    let mut uploads = Vec::new();
+    for i in 0..total {
+        let due = Duration::from_secs_f64(i as f64 / f64::from(rate));
+        tokio::time::sleep_until((started + due).into()).await;
+        let (client, space) = (client.clone(), space.clone());
+        uploads.push(tokio::spawn(async move {
+            create_file(&client, &space, &format!("lag-{i}.txt")).await
+        }));
+    }
+    let mut files = Vec::new();
+    for upload in uploads {
+        files.push(upload.await??);
+    }
+    settle(client, &space, files.len(), store_count).await?;
+    let mut lag = Histogram::<u64>::new(3)?;
+    for file in &files {
+        let data = client
+            .gql(
+                "query($id: ID!) { file(id: $id) { updatedAt replicas { primary status updatedAt } } }",
+                json!({ "id": file }),
+            )
+            .await?;
+        let committed = millis(&data["file"]["updatedAt"])?;
+        for replica in data["file"]["replicas"].as_array().context("replicas")? {
+            if replica["primary"] == true {
+                continue;
+            }
+            if replica["status"] != "OK" {
+                bail!("a copy is not OK: {replica}");
+            }
+            lag.record((millis(&replica["updatedAt"])? - committed).max(0) as u64)?;
+        }
+    }
+    Ok(format!(
+        "| {rate} small uploads/s for {} s | {} | {} ms | {} ms | {} ms |\n",
+        duration.as_secs().max(1),
+        lag.len(),
+        lag.value_at_quantile(0.5),
+        lag.value_at_quantile(0.99),
+        lag.max(),
+    ))
+}
+
 /// Requests per version with replication off and on, on a server whose replication does
 /// nothing in the background (no scrub, no polling) so that only the copies count.
 async fn aws_cost(args: &Args, dir: &Path, stores: &str, secret: &str) -> anyhow::Result<String> {
     eprintln!("requests per replicated version…");
-    let quiet = "poll_interval = \"1h\"\ndegraded_refresh = \"1h\"\n";
+    let quiet = "poll_interval = \"1h\"\ndegraded_refresh = \"1h\"\njob_grace = \"3h\"\n";
     let config = write_config(dir, "cost.toml", stores, quiet)?;
     let config = config_with_scrub_off(&config)?;
     let env = [
