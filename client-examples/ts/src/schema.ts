@@ -257,7 +257,7 @@ export interface Mutation {
    * Starts a repair of the space's replication (owners only): the copies its versions
    * lack are queued, and every store's copy is checked against its checksum, at the
    * scrub's pace; what is missing or corrupt is copied again. Asking while a repair
-   * runs starts it over.
+   * runs answers that one.
    */
   repairSpace: ReplicationStatus;
   /**
