@@ -61,7 +61,7 @@ impl App {
         )
         .await?;
         let service = SyncService::new(storage, Limits::from_settings(&settings));
-        service.prepare_replication().await;
+        service.prepare_replication(registered);
         let draining = Arc::new(AtomicBool::new(false));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();

@@ -466,11 +466,7 @@ pub trait BlobStore: Send + Sync + 'static {
                 other => other,
             }
         };
-        Ok(match info {
-            None => Verdict::Missing,
-            Some(info) if info.size == size && info.sha256 == Some(sha256) => Verdict::Intact,
-            Some(_) => Verdict::Corrupt,
-        })
+        Ok(Verdict::of(info.as_ref(), size, sha256))
     }
 }
 
@@ -489,6 +485,18 @@ pub enum Verdict {
     Missing,
     /// Other bytes than the version's (or another size).
     Corrupt,
+}
+
+impl Verdict {
+    /// What an object of `info` (none: no object) is against the version's size and
+    /// SHA-256; an object whose digest the store does not know is taken as corrupt.
+    pub fn of(info: Option<&BlobInfo>, size: u64, sha256: Sha256) -> Self {
+        match info {
+            None => Verdict::Missing,
+            Some(info) if info.size == size && info.sha256 == Some(sha256) => Verdict::Intact,
+            Some(_) => Verdict::Corrupt,
+        }
+    }
 }
 
 /// The source of notices (embedded: the writer's commit log; AWS: DynamoDB Streams).

@@ -112,42 +112,24 @@ impl Stores {
         r.stores = stores.iter().map(|i| self.settings[*i].clone()).collect();
     }
 
-    fn path(&self, i: usize, key: &str) -> PathBuf {
-        self.dir.path().join(format!("store-{i}/blobs/{key}"))
+    /// Where store `i` keeps its objects.
+    fn place(&self, i: usize) -> Place {
+        match &self.s3 {
+            None => Place::Folder(self.dir.path().join(format!("store-{i}/blobs"))),
+            Some(s3) => Place::Bucket(s3[i].0.clone(), s3[i].1.clone()),
+        }
     }
 
     pub async fn object(&self, i: usize, key: &str) -> Option<Vec<u8>> {
-        match &self.s3 {
-            None => std::fs::read(self.path(i, key)).ok(),
-            Some(s3) => read_object(&s3[i].0, &s3[i].1, key).await,
-        }
+        self.place(i).read(key).await
     }
 
     pub async fn remove(&self, i: usize, key: &str) {
-        match &self.s3 {
-            None => std::fs::remove_file(self.path(i, key)).unwrap(),
-            Some(s3) => {
-                let (client, bucket) = &s3[i];
-                client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        self.place(i).remove(key).await
     }
 
     pub async fn corrupt(&self, i: usize, key: &str) {
-        match &self.s3 {
-            None => corrupt_in_place(&self.path(i, key)),
-            Some(s3) => {
-                let (client, bucket) = &s3[i];
-                let bytes = read_object(client, bucket, key).await.unwrap();
-                overwrite(client, bucket, key, flipped(&bytes)).await;
-            }
-        }
+        self.place(i).corrupt(key).await
     }
 
     /// Makes store `i` refuse every write (its folder replaced by a file; its bucket
@@ -204,74 +186,99 @@ pub fn fast(r: &mut ReplicationSettings) {
     r.scrub.bytes_per_second = 1 << 30;
 }
 
-async fn read_object(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
-    let out = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .ok()?;
-    Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+/// Where a store (a replica, or the primary) keeps its objects, for a test to change
+/// them behind the server's back.
+enum Place {
+    Folder(PathBuf),
+    Bucket(aws_sdk_s3::Client, String),
 }
 
-async fn overwrite(client: &aws_sdk_s3::Client, bucket: &str, key: &str, bytes: Vec<u8>) {
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(bytes.into())
-        .send()
-        .await
-        .expect("PutObject");
-}
+impl Place {
+    /// The primary store of `app`.
+    async fn primary(app: &TestApp) -> Self {
+        match app.s3().await {
+            None => Place::Folder(app.blob_dir()),
+            Some((client, bucket)) => Place::Bucket(client, bucket),
+        }
+    }
 
-/// The same length, other bytes.
-fn flipped(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().map(|b| b ^ 0x5a).collect()
-}
+    async fn read(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Place::Folder(dir) => std::fs::read(dir.join(key)).ok(),
+            Place::Bucket(client, bucket) => {
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .ok()?;
+                Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+            }
+        }
+    }
 
-/// Other bytes of the same length written over the file itself (same inode: a check of
-/// size and inode alone would not notice).
-fn corrupt_in_place(path: &std::path::Path) {
-    use std::io::Write;
-    let bytes = std::fs::read(path).unwrap();
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    file.write_all(&flipped(&bytes)).unwrap();
-    file.sync_all().unwrap();
+    async fn remove(&self, key: &str) {
+        match self {
+            Place::Folder(dir) => std::fs::remove_file(dir.join(key)).unwrap(),
+            Place::Bucket(client, bucket) => {
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Other bytes of the same length: written over the file itself in a folder (same
+    /// inode: a check of size and inode alone would not notice); put without a checksum
+    /// in a bucket.
+    async fn corrupt(&self, key: &str) {
+        let flipped: Vec<u8> = self
+            .read(key)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b ^ 0x5a)
+            .collect();
+        match self {
+            Place::Folder(dir) => {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(key))
+                    .unwrap();
+                file.write_all(&flipped).unwrap();
+                file.sync_all().unwrap();
+            }
+            Place::Bucket(client, bucket) => {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(flipped.into())
+                    .send()
+                    .await
+                    .expect("PutObject");
+            }
+        }
+    }
 }
 
 /// The primary store's object.
 pub async fn primary_object(app: &TestApp, key: &str) -> Option<Vec<u8>> {
-    match app.s3().await {
-        None => std::fs::read(app.blob_dir().join(key)).ok(),
-        Some((client, bucket)) => read_object(&client, &bucket, key).await,
-    }
+    Place::primary(app).await.read(key).await
 }
 
 async fn remove_primary(app: &TestApp, key: &str) {
-    match app.s3().await {
-        None => std::fs::remove_file(app.blob_dir().join(key)).unwrap(),
-        Some((client, bucket)) => {
-            client
-                .delete_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    Place::primary(app).await.remove(key).await
 }
 
 async fn corrupt_primary(app: &TestApp, key: &str) {
-    match app.s3().await {
-        None => corrupt_in_place(&app.blob_dir().join(key)),
-        Some((client, bucket)) => {
-            let bytes = read_object(&client, &bucket, key).await.unwrap();
-            overwrite(&client, &bucket, key, flipped(&bytes)).await;
-        }
-    }
+    Place::primary(app).await.corrupt(key).await
 }
 
 /// A committed upload: the file's id and its object's key.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::items::{self, Attrs, Item, key, n, s};
-use super::metadata::{DynamoMetadata, aws_error};
+use super::metadata::{DynamoMetadata, aws_error, unless_condition_failed};
 use crate::domain::{
     CopyOutcome, CopyRecord, CopyStatus, CopyTask, Millis, NewCopy, ReplicationJob, SpaceId,
     StoreId,
@@ -158,16 +158,7 @@ impl DynamoMetadata {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match out {
-            Ok(out) => Ok(out.attributes),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(aws_error(e)),
-        }
+        Ok(unless_condition_failed(out)?.and_then(|out| out.attributes))
     }
 
     async fn recorded_stores(&self) -> Result<Vec<String>, StoreError> {
@@ -234,7 +225,7 @@ impl CopyQueue for DynamoMetadata {
         match outcome {
             CopyOutcome::Removed => {
                 self.requests.dynamodb("DeleteItem");
-                match self
+                let deleted = self
                     .client
                     .delete_item()
                     .table_name(&self.table)
@@ -242,17 +233,8 @@ impl CopyQueue for DynamoMetadata {
                     .condition_expression("claim = :c")
                     .expression_attribute_values(":c", claim)
                     .send()
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(aws_error(e)),
-                }
+                    .await;
+                Ok(unless_condition_failed(deleted)?.is_some())
             }
             CopyOutcome::Copied => {
                 self.update_if(
@@ -340,20 +322,16 @@ impl CopyQueue for DynamoMetadata {
         let mut added = 0;
         for copy in copies {
             self.requests.dynamodb("PutItem");
-            match self
+            let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
                 .set_item(Some(copy_item(space, copy, now)))
                 .condition_expression("attribute_not_exists(pk)")
                 .send()
-                .await
-            {
-                Ok(_) => added += 1,
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(aws_error(e)),
+                .await;
+            if unless_condition_failed(put)?.is_some() {
+                added += 1;
             }
         }
         Ok(added)
@@ -695,20 +673,10 @@ impl CopyQueue for DynamoMetadata {
             None => update.update_expression("SET #owner = :o, #until = :u"),
         };
         self.requests.dynamodb("UpdateItem");
-        match update.send().await {
-            Ok(out) => {
-                Ok(Some(out.attributes.and_then(|a| {
-                    a.get("payload").and_then(|p| p.as_s().ok().cloned())
-                })))
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(aws_error(e)),
-        }
+        Ok(unless_condition_failed(update.send().await)?.map(|out| {
+            out.attributes
+                .and_then(|a| a.get("payload").and_then(|p| p.as_s().ok().cloned()))
+        }))
     }
 }
 

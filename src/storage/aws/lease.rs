@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::items::{Attrs, Item, key, n, s};
-use super::metadata::aws_error;
+use super::metadata::{aws_error, unless_condition_failed};
 use crate::domain::now_millis;
 use crate::storage::{RequestCounter, StoreError};
 
@@ -102,15 +102,9 @@ impl StreamLease {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match out {
-            Ok(out) => Ok(Some(checkpoints_of(out.attributes.as_ref())?)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(aws_error(e)),
+        match unless_condition_failed(out)? {
+            Some(out) => Ok(Some(checkpoints_of(out.attributes.as_ref())?)),
+            None => Ok(None),
         }
     }
 
@@ -119,7 +113,7 @@ impl StreamLease {
     pub async fn renew(&self, checkpoints: &Checkpoints) -> Result<bool, StoreError> {
         let json = serde_json::to_string(checkpoints).map_err(|e| StoreError::Other(e.into()))?;
         self.requests.dynamodb("UpdateItem");
-        match self
+        let renewed = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -131,17 +125,8 @@ impl StreamLease {
             .expression_attribute_values(":expires", n(self.expiry()))
             .expression_attribute_values(":checkpoints", s(json))
             .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(aws_error(e)),
-        }
+            .await;
+        Ok(unless_condition_failed(renewed)?.is_some())
     }
 
     /// Gives the lease up with `checkpoints`, so that another replica takes over at once.

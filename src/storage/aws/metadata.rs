@@ -73,16 +73,7 @@ impl DynamoMetadata {
         request: UpdateItemFluentBuilder,
     ) -> Result<bool, StoreError> {
         self.requests.dynamodb("UpdateItem");
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(aws_error(e)),
-        }
+        Ok(unless_condition_failed(request.send().await)?.is_some())
     }
 
     /// Items of partition `pk` with sort keys in `[lo, hi]`, in order, at most `limit`,
@@ -604,6 +595,27 @@ enum Cancelled {
 
 pub(super) fn aws_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Other(anyhow::Error::new(e).context("DynamoDB request failed"))
+}
+
+/// A conditional write's outcome: `Some` when it was written, `None` when its condition
+/// did not hold; any other failure is an error.
+pub(super) fn unless_condition_failed<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(aws_error(e)),
+    }
 }
 
 #[async_trait]

@@ -171,25 +171,28 @@ impl SyncService {
             return;
         };
         let content = &copy.content;
-        // A check reads the whole object where the store keeps no SHA-256 of it (folders,
-        // which also could not tell bytes overwritten in place; S3 objects sent in parts):
-        // those are paced by bytes too.
-        let reads = match store.copy_source() {
-            None => true,
-            Some(_) => match store.head(&content.blob_key).await {
-                Ok(Some(info)) => info.sha256.is_none() && info.size == content.size,
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(store = %copy.store, key = %content.blob_key, error = %describe(&e), "cannot check a copy");
-                    return;
+        let (key, size, sha256) = (&content.blob_key, content.size, content.sha256);
+        // One HEAD answers for an S3 object whose SHA-256 the store keeps. Otherwise the
+        // check reads the whole object (folders always: their sidecar could not tell
+        // bytes overwritten in place; S3 objects sent in parts), paced by bytes too.
+        let checked = match store.copy_source() {
+            None => {
+                replication.pace(size, true).await;
+                store.verify(key, size, sha256, true).await
+            }
+            Some(_) => match store.head(key).await {
+                Ok(Some(info)) if info.sha256.is_none() && info.size == size => {
+                    replication.pace(size, true).await;
+                    store.verify(key, size, sha256, true).await
                 }
+                Ok(info) => {
+                    replication.pace(size, false).await;
+                    Ok(Verdict::of(info.as_ref(), size, sha256))
+                }
+                Err(e) => Err(e),
             },
         };
-        replication.pace(content.size, reads).await;
-        match store
-            .verify(&content.blob_key, content.size, content.sha256, false)
-            .await
-        {
+        match checked {
             Ok(Verdict::Intact) if copy.status == CopyStatus::Failed => {
                 let requeued = self
                     .inner

@@ -365,12 +365,14 @@ impl SyncService {
         Ok(())
     }
 
-    /// Reads what replication needs before the first request: the stores other servers
-    /// recorded (a commit queues copies for them too).
-    pub async fn prepare_replication(&self) {
-        if self.replication().active() {
-            self.refresh_registry().await;
-        }
+    /// What replication needs before the first request: the stores recorded by any
+    /// server (as start-up read them), for which a commit queues copies too.
+    pub fn prepare_replication(&self, registered: Vec<StoreId>) {
+        *self
+            .replication()
+            .registered
+            .write()
+            .expect("registry poisoned") = registered;
     }
 
     /// Re-reads the stores recorded by any server.

@@ -211,8 +211,7 @@ impl SyncService {
                 .get_or_create(&labels)
                 .inc_by(record.content.size);
             // From the copy's queueing (the commit; a backfill's or a repair's start).
-            let lag =
-                (at - record.committed_at.max(record_queued_at(record))).max(0) as f64 / 1000.0;
+            let lag = (at - record_queued_at(record)).max(0) as f64 / 1000.0;
             stats.lag.get_or_create(&labels).observe(lag);
             if record.store.is_primary() {
                 replication.mark_degraded(&record.content.blob_key, false);
